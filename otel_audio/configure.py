@@ -32,7 +32,7 @@ import os
 import socket
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -66,6 +66,8 @@ class Telemetry:
     meter_provider: MeterProvider | None
     logger_provider: LoggerProvider | None
     sampler: Sampler | None
+    span_processors: list[SpanProcessor] = field(default_factory=list)
+    metric_readers: list[MetricReader] = field(default_factory=list)
     logging_handler: logging.Handler | None = None
 
     def force_flush(self, timeout_millis: int = 10_000) -> bool:
@@ -155,10 +157,15 @@ def configure(
             chosen_sampler = AdaptiveSampler(target_traces_per_second, record_only_for_tail=tail)
 
         tracer_provider = TracerProvider(resource=resource, sampler=chosen_sampler)
-        for processor in _span_processors(target, span_exporter, tail, latency_threshold_s):
+        processors = _span_processors(target, span_exporter, tail, latency_threshold_s)
+        for processor in processors:
             tracer_provider.add_span_processor(processor)
 
-        readers = list(metric_readers) if metric_readers is not None else _metric_readers(target, metric_export_interval_s)
+        readers = (
+            list(metric_readers)
+            if metric_readers is not None
+            else _metric_readers(target, metric_export_interval_s)
+        )
         meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=audio_views())
 
         logger_provider = None
@@ -172,7 +179,9 @@ def configure(
             if logger_provider is not None:
                 set_logger_provider(logger_provider)
         instruments.bind(tracer_provider, meter_provider)
-        _configured = Telemetry(tracer_provider, meter_provider, logger_provider, chosen_sampler, handler)
+        _configured = Telemetry(
+            tracer_provider, meter_provider, logger_provider, chosen_sampler, processors, readers, handler
+        )
         return _configured
 
 
@@ -218,7 +227,9 @@ def _span_processors(
     processors: list[SpanProcessor] = []
     for each in chosen:
         batch = BatchSpanProcessor(each)
-        processors.append(TailPromotionProcessor(batch, latency_threshold_s=latency_threshold_s) if tail else batch)
+        processors.append(
+            TailPromotionProcessor(batch, latency_threshold_s=latency_threshold_s) if tail else batch
+        )
     return processors
 
 

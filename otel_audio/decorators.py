@@ -108,7 +108,12 @@ class _Stage:
     """A decorated stage: its name, static attributes and cached metric attribute sets."""
 
     def __init__(
-        self, fn: Callable[..., Any], name: str, overrides: AudioInfo, extra: Mapping[str, Any], signal: bool | None
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        overrides: AudioInfo,
+        extra: Mapping[str, Any],
+        signal: bool | None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -372,7 +377,9 @@ def audio_stage(
     )
 
     def decorate(fn: F) -> F:
-        stage = _Stage(fn, name if isinstance(name, str) else fn.__name__, overrides, attributes or {}, signal)
+        stage = _Stage(
+            fn, name if isinstance(name, str) else fn.__name__, overrides, attributes or {}, signal
+        )
         if inspect.isasyncgenfunction(fn):
             return _wrap_async_generator(stage)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(fn):
@@ -465,7 +472,9 @@ class audio_pipeline:
     async def __aenter__(self) -> audio_pipeline:
         return self.__enter__()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
         self.__exit__(exc_type, exc, tb)
 
     def _for_call(

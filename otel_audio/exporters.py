@@ -72,7 +72,7 @@ def _otlp_kwargs(signal: str, target: Target) -> tuple[str, dict[str, Any]]:
     return protocol, kwargs
 
 
-# signal -> (variable naming the exporters, entry point group, OTLP gRPC class, OTLP HTTP class, console class)
+# signal -> (variable naming its exporters, entry point group, OTLP gRPC, OTLP HTTP, console class)
 _CLASSES = {
     "traces": (
         "OTEL_TRACES_EXPORTER",

@@ -81,7 +81,15 @@ SAMPLING_PRIORITY = "sampling.priority"
 
 # Attributes a metric may carry; anything else is dropped by the views.
 METRIC_ATTRIBUTES: frozenset[str] = frozenset(
-    {AUDIO_PIPELINE, AUDIO_STAGE, AUDIO_FORMAT, AUDIO_SAMPLE_RATE, AUDIO_CHANNELS, AUDIO_DIRECTION, ERROR_TYPE}
+    {
+        AUDIO_PIPELINE,
+        AUDIO_STAGE,
+        AUDIO_FORMAT,
+        AUDIO_SAMPLE_RATE,
+        AUDIO_CHANNELS,
+        AUDIO_DIRECTION,
+        ERROR_TYPE,
+    }
 )
 
 # --- Metrics ---------------------------------------------------------------------------------
@@ -309,12 +317,13 @@ def _docstrings() -> dict[str, str]:
     """Attribute docstrings, read from this module's source so the table has one source of truth."""
     import ast
     import inspect
+    import itertools
     import sys
 
     tree = ast.parse(inspect.getsource(sys.modules[__name__]))
     docs: dict[str, str] = {}
     body = tree.body
-    for node, following in zip(body, body[1:]):
+    for node, following in itertools.pairwise(body):
         if (
             isinstance(node, ast.Assign)
             and isinstance(node.value, ast.Constant)

@@ -61,17 +61,17 @@ class OtlpSink:
         sink = self
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+            def Export(self, request: Any, context: Any) -> Any:
                 sink._keep("traces", request, dict(context.invocation_metadata()))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+            def Export(self, request: Any, context: Any) -> Any:
                 sink._keep("metrics", request, dict(context.invocation_metadata()))
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+            def Export(self, request: Any, context: Any) -> Any:
                 sink._keep("logs", request, dict(context.invocation_metadata()))
                 return logs_service_pb2.ExportLogsServiceResponse()
 
@@ -83,7 +83,7 @@ class OtlpSink:
         self._grpc.start()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server method name
+            def do_POST(self) -> None:
                 kinds = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
                 if self.path not in kinds:
                     self.send_error(404)
@@ -143,10 +143,16 @@ class OtlpSink:
     def log_records(self) -> list[Any]:
         with self._lock:
             requests = list(self.logs)
-        return [lr for request in requests for rl in request.resource_logs for sl in rl.scope_logs for lr in sl.log_records]
+        return [
+            lr
+            for request in requests
+            for rl in request.resource_logs
+            for sl in rl.scope_logs
+            for lr in sl.log_records
+        ]
 
     def wait_for(self, condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-        """Wait until ``condition`` holds, re-checking as requests arrive; the timeout bounds a failing test."""
+        """Wait until ``condition`` holds, re-checked as requests arrive; the timeout bounds failures."""
         with self._arrived:
             return self._arrived.wait_for(condition, timeout)
 

@@ -99,8 +99,7 @@ def test_method_stage_takes_sample_rate_from_the_object(recorded):
 def test_generator_stage_spans_whole_iteration_and_counts_chunks(recorded):
     @audio_stage("streaming_enhancement")
     def stream(chunks, sample_rate):
-        for chunk in chunks:
-            yield chunk
+        yield from chunks
 
     chunks = [np.zeros(RATE // 2, dtype=np.float32) for _ in range(4)]
     tracer = otel_audio.instruments.current().tracer
@@ -195,7 +194,9 @@ def test_exception_sets_error_status_and_is_reraised_unchanged(recorded):
 
     span = recorded.span("load_audio")
     assert span.status.status_code is StatusCode.ERROR
-    expected_type = f"{__name__}.test_exception_sets_error_status_and_is_reraised_unchanged.<locals>.DecodeError"
+    expected_type = (
+        f"{__name__}.test_exception_sets_error_status_and_is_reraised_unchanged.<locals>.DecodeError"
+    )
     assert span.attributes[semconv.ERROR_TYPE] == expected_type
     assert [e.name for e in span.events] == ["exception"]
     (errors,) = recorded.points(semconv.ERRORS.name)
@@ -299,7 +300,9 @@ def test_views_use_exponential_histograms_for_durations_and_explicit_for_quality
 
 def test_views_drop_audio_id_from_metric_attributes(recorded):
     inst = otel_audio.instruments.current()
-    inst.stage_duration.record(0.1, {semconv.AUDIO_STAGE: "s", semconv.AUDIO_ID: "per-file", "path": "/x.wav"})
+    inst.stage_duration.record(
+        0.1, {semconv.AUDIO_STAGE: "s", semconv.AUDIO_ID: "per-file", "path": "/x.wav"}
+    )
     with audio_pipeline(audio_id="abc"):
         otel_audio.record_quality(pesq=3.0)
 

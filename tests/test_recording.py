@@ -38,7 +38,11 @@ def test_record_quality_without_all_scores_has_no_index(recorded):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"pesq": 5.0}, "pesq must be"), ({"stoi": 1.5}, "stoi must be"), ({"snr": float("nan")}, "snr must be")],
+    [
+        ({"pesq": 5.0}, "pesq must be"),
+        ({"stoi": 1.5}, "stoi must be"),
+        ({"snr": float("nan")}, "snr must be"),
+    ],
 )
 def test_record_quality_rejects_out_of_range_scores_and_records_nothing(recorded, kwargs, message):
     with pytest.raises(ValueError, match=message):

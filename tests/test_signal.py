@@ -62,7 +62,8 @@ def test_snr_estimate_falls_as_noise_rises():
     # Speech-like: bursts of tone separated by pauses.
     burst = np.concatenate([sine(0.5, 0.3), np.zeros(int(0.2 * RATE))] * 4)
     estimates = [
-        signal_stats(burst + rng.normal(0, noise, burst.size), RATE).snr_estimate_db for noise in (0.001, 0.01, 0.1)
+        signal_stats(burst + rng.normal(0, noise, burst.size), RATE).snr_estimate_db
+        for noise in (0.001, 0.01, 0.1)
     ]
     assert estimates[0] > estimates[1] > estimates[2]
     assert estimates[0] > 30
