@@ -20,8 +20,9 @@ This package never imports the receiver side (``otel_audio.receiver``, ``.store`
 
 from otel_audio.audio_info import AudioInfo, describe
 from otel_audio.configure import Telemetry, configure
-from otel_audio.decorators import audio_pipeline, audio_stage, error_type
+from otel_audio.decorators import audio_stage, error_type
 from otel_audio.instruments import bind
+from otel_audio.pipeline import audio_pipeline
 from otel_audio.propagation import ContextExecutor, attached, extract, inject, wrap
 from otel_audio.recording import record_feedback, record_quality, record_queue_size, set_audio_attributes
 from otel_audio.semconv import quality_index
