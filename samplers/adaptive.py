@@ -61,8 +61,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
-from otel_audio.samplers import consistent
 
+from otel_audio.samplers import consistent
 from otel_audio.semconv import ERROR_TYPE, SAMPLING_PRIORITY, SAMPLING_PROBABILITY
 
 _logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
-from otel_audio.samplers import AdaptiveSampler, adaptive_sampler_factory, consistent
 
+from otel_audio.samplers import AdaptiveSampler, adaptive_sampler_factory, consistent
 from otel_audio.semconv import ERROR_TYPE, SAMPLING_PRIORITY, SAMPLING_PROBABILITY
 
 TARGET = 10.0

@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, StaticSampler
 from opentelemetry.trace import StatusCode
-from otel_audio.samplers import TailPromotionProcessor
 
+from otel_audio.samplers import TailPromotionProcessor
 from otel_audio.semconv import SAMPLING_PROMOTED
 
 SECOND = 1_000_000_000

@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import StatusCode, TraceState
-from otel_audio.samplers import AdaptiveSampler, TailPromotionProcessor, consistent
 
+from otel_audio.samplers import AdaptiveSampler, TailPromotionProcessor, consistent
 from otel_audio.semconv import SAMPLING_PROBABILITY, SAMPLING_PROMOTED
 
 # --- consistent probability sampling (OTEP 235) ------------------------------------------------
