@@ -37,7 +37,7 @@ _WAVE_FORMAT_MULAW = 0x0007
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 
 
-@dataclass
+@dataclass(slots=True)
 class AudioInfo:
     """What is known about one piece of audio; unknown fields stay ``None``."""
 
@@ -58,10 +58,13 @@ class AudioInfo:
     def merge(self, other: AudioInfo | None) -> AudioInfo:
         """Fill this info's unknown fields from ``other``; known fields are kept."""
         if other is not None:
-            for f in fields(self):
-                if getattr(self, f.name) is None:
-                    setattr(self, f.name, getattr(other, f.name))
+            for name in _FIELDS:
+                if getattr(self, name) is None:
+                    setattr(self, name, getattr(other, name))
         return self
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in _FIELDS)
 
     def attributes(self) -> dict[str, Any]:
         """Span attributes (semconv names) for the known fields."""
@@ -81,6 +84,9 @@ class AudioInfo:
         return attrs
 
 
+_FIELDS = tuple(f.name for f in fields(AudioInfo))
+
+
 def describe(value: Any, sample_rate: int | None = None) -> AudioInfo | None:
     """Describe ``value`` as audio, or return ``None`` if it is not recognisably audio.
 
@@ -98,6 +104,10 @@ def describe(value: Any, sample_rate: int | None = None) -> AudioInfo | None:
 
 
 def _describe(value: Any, sample_rate: int | None) -> AudioInfo | None:
+    # Arrays first: they are by far the most common stage argument, and the checks below
+    # (os.PathLike is an ABC) cost more than this attribute lookup.
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        return describe_array(value, sample_rate)
     if value is None or isinstance(value, (bool, int, float)):
         return None
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -106,8 +116,6 @@ def _describe(value: Any, sample_rate: int | None) -> AudioInfo | None:
         return describe_path(value)
     if isinstance(value, tuple) and len(value) == 2 and is_sample_rate(value[1]):
         return _describe(value[0], int(value[1]))
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return describe_array(value, sample_rate)
     return _describe_object(value, sample_rate)
 
 
@@ -128,11 +136,7 @@ def describe_array(array: Any, sample_rate: int | None = None) -> AudioInfo | No
         frames, channels = long_, short
     else:
         return None
-    dtype = getattr(array, "dtype", None)
-    kind = getattr(dtype, "kind", None)
-    itemsize = getattr(dtype, "itemsize", None)
-    codec = str(dtype) if dtype is not None else None
-    bit_depth = itemsize * 8 if kind in ("i", "u", "f") and itemsize else None
+    codec, bit_depth = _dtype_description(getattr(array, "dtype", None))
     return AudioInfo(
         sample_rate=int(sample_rate) if is_sample_rate(sample_rate) else None,
         channels=channels,
@@ -141,6 +145,29 @@ def describe_array(array: Any, sample_rate: int | None = None) -> AudioInfo | No
         codec=codec,
         bit_depth=bit_depth,
     )
+
+
+_DTYPES: dict[Any, tuple[str | None, int | None]] = {}
+
+
+def _dtype_description(dtype: Any) -> tuple[str | None, int | None]:
+    """(codec, bit depth) of a dtype, cached: ``str(dtype)`` is slow in numpy."""
+    try:
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):
+        pass
+    kind = getattr(dtype, "kind", None)
+    itemsize = getattr(dtype, "itemsize", None)
+    found = (
+        str(dtype) if dtype is not None else None,
+        itemsize * 8 if kind in ("i", "u", "f") and itemsize else None,
+    )
+    if len(_DTYPES) < 256:
+        try:
+            _DTYPES[dtype] = found
+        except TypeError:  # unhashable dtype-like objects
+            pass
+    return found
 
 
 def _describe_object(value: Any, sample_rate: int | None) -> AudioInfo | None:

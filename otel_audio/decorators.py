@@ -46,6 +46,7 @@ from otel_audio.signal import signal_stats
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_INFO_FIELDS = ("sample_rate", "channels", "frames", "format", "codec", "bit_depth")
 _RATE_PARAMS = ("sample_rate", "sr", "samplerate", "fs", "rate")
 _SELF_PARAMS = ("self", "cls")
 RECORDED = "_otel_audio_recorded"  # set on an exception once a stage or pipeline has counted it
@@ -120,6 +121,7 @@ class _Stage:
         self.overrides = overrides
         self.extra = dict(extra)
         self.signal = signal
+        self.has_overrides = not overrides.is_empty()
         self._metric_attrs: dict[str | None, dict[str, str]] = {}
 
     def metric_attributes(self, pipeline: str | None) -> dict[str, str]:
@@ -139,7 +141,10 @@ class _Stage:
         if rate is None:
             rate = self.overrides.sample_rate
         value, found = self.signature.find_audio(args, kwargs, rate)
-        info = AudioInfo(**vars(self.overrides)).merge(found)
+        if self.has_overrides:
+            info = AudioInfo(**{name: getattr(self.overrides, name) for name in _INFO_FIELDS}).merge(found)
+        else:
+            info = found if found is not None else AudioInfo()
         if info.sample_rate is None and is_sample_rate(rate):
             info.sample_rate = int(rate)  # streaming stages: chunks arrive later, at this rate
         attrs: dict[str, Any] = {semconv.AUDIO_STAGE: self.name, **self.extra, **info.attributes()}
@@ -147,18 +152,27 @@ class _Stage:
             attrs[semconv.AUDIO_ID] = audio_id
         if pipeline is not None:
             attrs[semconv.AUDIO_PIPELINE] = pipeline
-        tracer = instruments.current().tracer
-        span = tracer.start_span(self.name, attributes=attrs)
-        return _Call(self, span, info, value, pipeline)
+        inst = instruments.current()
+        span = inst.tracer.start_span(self.name, attributes=attrs)
+        return _Call(self, inst, span, info, value, pipeline)
 
 
 class _Call:
     """One in-flight stage call: ends its span and records metrics exactly once."""
 
-    __slots__ = ("audio_seconds", "ctx", "info", "input", "pipeline", "span", "stage", "start")
+    __slots__ = ("audio_seconds", "ctx", "info", "input", "inst", "pipeline", "span", "stage", "start")
 
-    def __init__(self, stage: _Stage, span: Span, info: AudioInfo, value: Any, pipeline: str | None) -> None:
+    def __init__(
+        self,
+        stage: _Stage,
+        inst: instruments.Instruments,
+        span: Span,
+        info: AudioInfo,
+        value: Any,
+        pipeline: str | None,
+    ) -> None:
         self.stage = stage
+        self.inst = inst
         self.span = span
         self.info = info
         self.input = value
@@ -176,8 +190,9 @@ class _Call:
     def succeed(self, result: Any = None) -> None:
         elapsed = time.perf_counter() - self.start
         output = describe(result, self.info.sample_rate) if result is not None else None
-        if output is not None and self.span.is_recording():
-            missing = {k: v for k, v in output.attributes().items() if k not in self.info.attributes()}
+        if output is not None and output != self.info and self.span.is_recording():
+            known = self.info.attributes()
+            missing = {k: v for k, v in output.attributes().items() if k not in known}
             if missing:
                 self.span.set_attributes(missing)
         self._record(elapsed, output, result)
@@ -192,13 +207,13 @@ class _Call:
             self.span.set_attribute(semconv.ERROR_TYPE, kind)
             if not getattr(exc, RECORDED, False):
                 attrs = {**self.stage.metric_attributes(self.pipeline), semconv.ERROR_TYPE: kind}
-                instruments.current().errors.add(1, attrs)
+                self.inst.errors.add(1, attrs)
                 mark_recorded(exc)
         self._record(elapsed, None, None)
         self.span.end()
 
     def _record(self, elapsed: float, output: AudioInfo | None, result: Any) -> None:
-        inst = instruments.current()
+        inst = self.inst
         attrs = self.stage.metric_attributes(self.pipeline)
         inst.stage_duration.record(elapsed, attrs)
         seconds = self.audio_seconds or self.info.duration or (output.duration if output else None)
@@ -225,7 +240,7 @@ class _Call:
         if stats is None:
             return
         signal_attrs = {**attrs, semconv.AUDIO_DIRECTION: direction}
-        signal_instruments = instruments.current().signal
+        signal_instruments = self.inst.signal
         for name, number in stats.metric_values().items():
             signal_instruments[name].record(number, signal_attrs)
         if self.span.is_recording():

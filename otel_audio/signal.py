@@ -9,9 +9,9 @@ The SNR estimate reads the distribution of frame energies: the quietest frames (
 percentile) estimate the noise floor, the loudest half the speech-plus-noise level. It is a
 coarse, reference-free indicator for drift, not a measurement to compare across datasets.
 
-Computing them costs a few hundred microseconds per second of 16 kHz audio
-(``benchmarks/signal_cost.py``), so the decorators compute them for a configurable fraction
-of calls (:func:`otel_audio.configure` ``signal_metrics`` and ``signal_sample_ratio``).
+Computing them costs about 10-50 microseconds per second of 16 kHz mono audio, plus a fixed
+~45 microseconds per call (``benchmarks/signal_cost.py``), so the decorators compute them for a
+configurable fraction of calls (:func:`otel_audio.configure` ``signal_metrics`` and ``signal_sample_ratio``).
 """
 
 from __future__ import annotations
