@@ -1,0 +1,115 @@
+"""The ``otel-audio`` command line.
+
+Commands available now:
+
+- ``otel-audio demo``: run the instrumented example pipeline (``examples/`` of a source
+  checkout) on generated noisy speech and print a summary of its telemetry. Until the
+  receiver exists the telemetry stays in memory; ``--endpoint URL`` exports it over OTLP to a
+  collector instead.
+- ``otel-audio semconv``: print the semantic-conventions tables (``docs/semantic-conventions.md``).
+- ``otel-audio --version``.
+
+The receiver's commands (``serve`` and the analyses on top of it) are not built yet. This
+module imports only the SDK side; the example pipeline is imported when ``demo`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from otel_audio import semconv
+from otel_audio.version import __version__
+
+_EXAMPLES_MISSING = (
+    "otel-audio demo: the example pipeline lives in the examples/ folder of a source checkout "
+    "and is not part of the installed package; looked in {places}. Run the demo from a clone of "
+    "the repository (make demo, or otel-audio demo from its root)."
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-audio", description="Observability for audio-enhancement services, on OpenTelemetry."
+    )
+    parser.add_argument("--version", action="version", version=f"otel-audio {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="command")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the instrumented example pipeline and summarise its telemetry",
+        description="Enhance generated noisy speech through the instrumented example pipeline "
+        "and print a summary of the telemetry it produced.",
+    )
+    demo.add_argument("--files", type=_positive_int, default=20, help="files to process (default: 20)")
+    demo.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="export over OTLP to this collector (e.g. http://127.0.0.1:4317) instead of keeping "
+        "telemetry in memory",
+    )
+    demo.add_argument(
+        "--faults",
+        action="store_true",
+        help="inject latency spikes, quality drops, errors and a memory leak",
+    )
+    demo.add_argument("--output", metavar="DIR", help="keep the enhanced WAV files in DIR")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the generated audio and faults")
+    demo.set_defaults(handler=_demo)
+
+    table = commands.add_parser("semconv", help="print the semantic-conventions tables (Markdown)")
+    table.set_defaults(handler=_semconv)
+    return parser
+
+
+def _examples_root() -> Path | None:
+    """The checkout holding ``examples/``: next to this package (editable install), else the cwd."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (root / "examples" / "demo.py").is_file():
+            return root
+    return None
+
+
+def _demo(args: argparse.Namespace) -> int:
+    root = _examples_root()
+    if root is None:
+        places = f"{Path(__file__).resolve().parents[1] / 'examples'} and {Path.cwd() / 'examples'}"
+        print(_EXAMPLES_MISSING.format(places=places), file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    demo = importlib.import_module("examples.demo")
+    return int(
+        demo.run_demo(
+            args.files, endpoint=args.endpoint, faults=args.faults, output_dir=args.output, seed=args.seed
+        )
+    )
+
+
+def _semconv(args: argparse.Namespace) -> int:
+    sys.stdout.write(semconv.markdown_table())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``otel-audio`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
