@@ -1,0 +1,760 @@
+"""Decode OTLP export requests into the columnar batches of ``otel_audio.processors.base``.
+
+One request becomes one batch: :func:`decode_metrics` -> :class:`MetricBatch` (points, series,
+exemplars), :func:`decode_traces` -> :class:`SpanBatch`, :func:`decode_logs` -> :class:`LogBatch`.
+Each returns a :class:`Decoded` carrying the batch, how many items were refused, and why: the
+numbers and text of the OTLP ``partial_success`` reply. Invalid items are refused one by one
+with a message naming where they were (``resource_spans[0].scope_spans[1].spans[3]: trace_id must
+be 16 bytes, got 3``); the rest of the request is kept. Nothing is dropped without being counted
+(a metric without data has no points to count: it is reported in the message only).
+
+What is refused:
+
+- spans: trace_id not 16 bytes or all zero, span_id not 8 bytes or all zero, parent_span_id
+  neither empty nor 8 bytes, kind or status code outside the OTLP enums;
+- metrics: a metric without a name or without data (all its points), a sum or histogram whose
+  aggregation_temporality is not delta or cumulative; a point without a value (unless flagged
+  "no recorded value"), a histogram whose bucket_counts do not match its bounds or count, a
+  point of a series beyond the metric's series budget (:mod:`.cardinality`);
+- logs: trace_id / span_id of the wrong length, severity_number outside 0-24;
+- any item whose times do not fit int64 nanoseconds (after year 2262).
+
+Series identity. ``series_id = processors.base.series_id(metric, resource, scope, attributes)``
+where ``resource`` and ``attributes`` are the canonical JSON of the resource and point attribute
+sets, and the **scope part** is the canonical JSON of ``{"name": scope name, "version": scope
+version, "attributes": scope attributes}`` (:func:`scope_identity`); schema URLs are not part of
+it. Equal inputs give equal ids in every process and after restarts.
+
+Attribute values (OTLP AnyValue) become JSON values: strings, booleans, integers, doubles
+(NaN and infinities as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``, as in proto3
+JSON), arrays, key-value lists as objects, bytes as base64 strings, an empty value as null.
+
+A point flagged "no recorded value" (flags bit 0) keeps its series, times and flags; its value
+columns (value, count, min, max, buckets, quantiles) are null. Integer values become float64.
+Points are grouped by kind in the table (numbers, histograms, exponential histograms,
+summaries), each group in request order. The series table has one row per series referenced by
+the points; when two Metric messages of one request give the same series id (same name,
+resource, scope and attributes but, say, another unit), the first one describes it.
+
+Cost. Decoding is one Python pass over the points, filling plain row tuples that become Arrow
+columns once per request. The JSON and series id of a point attribute set are cached across
+requests, keyed by the serialized attribute bytes (bounded; thread-safe), so a series seen
+before costs one dict lookup. Decoding is safe to call from several threads at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import pyarrow as pa
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from otel_audio.processors.base import (
+    EXEMPLARS_SCHEMA,
+    LOGS_SCHEMA,
+    POINTS_SCHEMA,
+    SERIES_SCHEMA,
+    SPANS_SCHEMA,
+    LogBatch,
+    MetricBatch,
+    MetricType,
+    SpanBatch,
+    Temporality,
+    series_id,
+)
+from otel_audio.receiver.cardinality import CardinalityLimiter
+
+BatchT = TypeVar("BatchT", MetricBatch, SpanBatch, LogBatch)
+
+MAX_ERRORS = 16  # distinct messages kept per request; the rest are summarised in one line
+MAX_ERROR_MESSAGE = 2048  # characters of Decoded.error_message
+
+_I64_MAX = 2**63 - 1
+_NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+_TEMPORALITY = {1: Temporality.DELTA.value, 2: Temporality.CUMULATIVE.value}
+_CACHE_SIZE = 1 << 17  # entries per cache (attribute JSON; series ids)
+
+
+@dataclass(frozen=True)
+class Decoded(Generic[BatchT]):
+    """One decoded request: the batch of accepted items, the count refused, and why.
+
+    ``rejected`` goes into ``partial_success.rejected_data_points`` / ``rejected_spans`` /
+    ``rejected_log_records``; :attr:`error_message` into ``partial_success.error_message``.
+    ``errors`` holds at most ``MAX_ERRORS + 1`` lines.
+    """
+
+    batch: BatchT
+    rejected: int
+    errors: list[str]
+    rejected_over_budget: int = 0  # the part of ``rejected`` refused by the series budget
+
+    @property
+    def error_message(self) -> str:
+        """The errors joined with "; ", cut to ``MAX_ERROR_MESSAGE`` characters."""
+        text = "; ".join(self.errors)
+        return text if len(text) <= MAX_ERROR_MESSAGE else text[: MAX_ERROR_MESSAGE - 3] + "..."
+
+
+class _Errors:
+    """Refusal counter and the first few messages of one request."""
+
+    def __init__(self) -> None:
+        self.rejected = 0
+        self.over_budget = 0
+        self.messages: list[str] = []
+        self.problems = 0
+
+    def add(self, message: str, items: int = 1) -> None:
+        self.rejected += items
+        self.problems += 1
+        if len(self.messages) < MAX_ERRORS:
+            self.messages.append(message)
+
+    def lines(self) -> list[str]:
+        extra = self.problems - len(self.messages)
+        return [*self.messages, f"and {extra} more problems"] if extra else list(self.messages)
+
+
+# ---------------------------------------------------------------- attribute values
+
+
+# processors.base.canonical_json with its encoder built once: json.dumps builds a new encoder on
+# every call with non-default options, which costs more than encoding a small attribute set.
+# tests/test_decode.py checks the two agree.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _nonfinite(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def any_value(value: Any) -> Any:
+    """An OTLP AnyValue as a JSON-able Python value (see the module docstring)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        number = value.double_value
+        return number if math.isfinite(number) else _nonfinite(number)
+    if kind == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return None
+
+
+def attributes_dict(attributes: Any) -> dict[str, Any]:
+    """A repeated KeyValue as a dict (a repeated key: the last one wins)."""
+    return {kv.key: any_value(kv.value) for kv in attributes}
+
+
+def attributes_json(attributes: Any) -> str:
+    """A repeated KeyValue as canonical JSON."""
+    return _canonical({kv.key: any_value(kv.value) for kv in attributes}) if attributes else "{}"
+
+
+# Point attribute sets repeat from request to request (one point per series per export), so their
+# JSON and series ids are cached by the serialized attribute bytes. When full, the older half of
+# a cache is dropped (dicts keep insertion order): a bound with no bookkeeping per hit.
+_attr_json_cache: dict[bytes, str] = {}
+_series_cache: dict[tuple[str, bytes], tuple[int, str]] = {}
+_serialize = KeyValue.SerializeToString
+_evicting = threading.Lock()
+
+
+def _attr_key(attributes: Any) -> bytes:
+    return b"".join(map(_serialize, attributes)) if attributes else b""
+
+
+def _store(cache: dict, key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_SIZE:
+        with _evicting:  # decode runs on several transport threads at once
+            for old in list(cache)[: len(cache) - _CACHE_SIZE // 2]:
+                cache.pop(old, None)
+    cache[key] = value
+
+
+def _cached_attributes_json(attributes: Any, key: bytes | None = None) -> str:
+    if not attributes:
+        return "{}"
+    if key is None:
+        key = _attr_key(attributes)
+    text = _attr_json_cache.get(key)
+    if text is None:
+        text = attributes_json(attributes)
+        _store(_attr_json_cache, key, text)
+    return text
+
+
+def scope_identity(scope: Any) -> str:
+    """The scope part of a series id: canonical JSON of {name, version, attributes}."""
+    return _canonical(
+        {"name": scope.name, "version": scope.version, "attributes": attributes_dict(scope.attributes)}
+    )
+
+
+def _resource(resource: Any) -> tuple[str, str]:
+    """(canonical JSON of the resource attributes, service.name or "unknown_service")."""
+    attrs = attributes_dict(resource.attributes)
+    service = attrs.get("service.name")
+    return _canonical(attrs), service if isinstance(service, str) and service else "unknown_service"
+
+
+# ---------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class _MetricContext:
+    """What every series of one Metric message shares."""
+
+    index: int  # into _MetricsBuilder.contexts
+    key: str  # cache key: metric, resource and scope identity
+    metric: str
+    resource: str
+    scope: str  # scope_identity()
+
+
+# SERIES_SCHEMA without the columns that differ between the series of one Metric message.
+_CONTEXT_SCHEMA = pa.schema([f for f in SERIES_SCHEMA if f.name not in ("series_id", "attributes")])
+
+
+class _MetricsBuilder:
+    """Rows of one metrics request; points refer to their series by index (their "row")."""
+
+    def __init__(self) -> None:
+        self.contexts: list[tuple] = []  # _CONTEXT_SCHEMA rows, one per Metric message
+        self.context_metric: list[int] = []  # context -> metric code
+        self.metric_codes: dict[str, int] = {}  # metric name -> code, in order of appearance
+        self.series_sid: list[int] = []  # row -> series_id
+        self.series_context: list[int] = []  # row -> context
+        self.series_attrs: list[str] = []  # row -> point attributes, canonical JSON
+        self.row_of: dict[int, int] = {}  # series_id -> row
+        self.numbers: list[tuple] = []  # (row, time, start, value, flags)
+        self.histograms: list[tuple] = []
+        self.exponentials: list[tuple] = []
+        self.summaries: list[tuple] = []
+        self.exemplars: list[tuple] = []  # (row, time, value, trace_id, span_id, attributes)
+
+    def context(self, describe: tuple, resource: str, scope: str) -> _MetricContext:
+        metric = describe[0]
+        self.context_metric.append(self.metric_codes.setdefault(metric, len(self.metric_codes)))
+        self.contexts.append(describe)
+        key = "\x00".join((metric, resource, scope))
+        return _MetricContext(len(self.contexts) - 1, key, metric, resource, scope)
+
+    def row(self, ctx: _MetricContext, attributes: Any) -> int:
+        """Row of the series of a point with ``attributes`` in the metric ``ctx``."""
+        attr_key = b"".join(map(_serialize, attributes))
+        hit = _series_cache.get((ctx.key, attr_key)) or self._identify(ctx, attributes, attr_key)
+        index = self.row_of.get(hit[0])
+        if index is None:
+            index = self.row_of[hit[0]] = len(self.series_sid)
+            self.series_sid.append(hit[0])
+            self.series_context.append(ctx.index)
+            self.series_attrs.append(hit[1])
+        return index
+
+    @staticmethod
+    def _identify(ctx: _MetricContext, attributes: Any, attr_key: bytes) -> tuple[int, str]:
+        attrs = _cached_attributes_json(attributes, attr_key)
+        hit = (series_id(ctx.metric, ctx.resource, ctx.scope, attrs), attrs)
+        _store(_series_cache, (ctx.key, attr_key), hit)
+        return hit
+
+    def add_exemplars(self, row: int, exemplars: Any) -> None:
+        for ex in exemplars:
+            kind = ex.WhichOneof("value")
+            value = ex.as_double if kind == "as_double" else (float(ex.as_int) if kind == "as_int" else None)
+            time = ex.time_unix_nano
+            self.exemplars.append(
+                (
+                    row,
+                    time if time <= _I64_MAX else None,
+                    value,
+                    ex.trace_id.hex(),
+                    ex.span_id.hex(),
+                    _cached_attributes_json(ex.filtered_attributes),
+                )
+            )
+
+
+def _times_ok(p: Any, i: int, errs: _Errors, where: Any) -> bool:
+    if (p.time_unix_nano | p.start_time_unix_nano) <= _I64_MAX:
+        return True
+    errs.add(f"{where()}.data_points[{i}]: time_unix_nano or start_time_unix_nano beyond int64 nanoseconds")
+    return False
+
+
+def _numbers(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _Errors, where: Any) -> None:
+    append, row = b.numbers.append, b.row
+    for i, p in enumerate(points):
+        time, start, flags = p.time_unix_nano, p.start_time_unix_nano, p.flags
+        if (time | start) > _I64_MAX:
+            _times_ok(p, i, errs, where)
+            continue
+        if flags & _NO_RECORDED_VALUE:
+            value = None
+        else:
+            kind = p.WhichOneof("value")
+            if kind == "as_double":
+                value = p.as_double
+            elif kind == "as_int":
+                value = float(p.as_int)
+            else:
+                errs.add(f"{where()}.data_points[{i}]: no value (as_double or as_int) and not flagged")
+                continue
+        index = row(ctx, p.attributes)
+        append((index, time, start, value, flags))
+        if p.exemplars:
+            b.add_exemplars(index, p.exemplars)
+
+
+def _bounds_problem(bounds: list[float]) -> str | None:
+    if any(not lo < hi for lo, hi in itertools.pairwise(bounds)) or any(map(math.isnan, bounds)):
+        return "explicit_bounds must be strictly increasing"
+    return None
+
+
+def _histograms(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _Errors, where: Any) -> None:
+    append = b.histograms.append
+    checked: list[float] | None = None  # bounds repeat from point to point: check each new set once
+    for i, p in enumerate(points):
+        if not _times_ok(p, i, errs, where):
+            continue
+        flags = p.flags
+        if flags & _NO_RECORDED_VALUE:
+            values: tuple = (None,) * 6
+        else:
+            bounds, counts, count = list(p.explicit_bounds), list(p.bucket_counts), p.count
+            problem = None
+            if counts and len(counts) != len(bounds) + 1:
+                problem = (
+                    f"{len(counts)} bucket_counts for {len(bounds)} explicit_bounds, "
+                    f"expected 0 or {len(bounds) + 1}"
+                )
+            elif bounds != checked and (problem := _bounds_problem(bounds)) is None:
+                checked = bounds
+            if problem is None and counts and sum(counts) != count:
+                problem = f"count {count} is not the sum of bucket_counts ({sum(counts)})"
+            if problem:
+                errs.add(f"{where()}.data_points[{i}]: {problem}")
+                continue
+            values = (
+                p.sum if p.HasField("sum") else None,
+                count,
+                p.min if p.HasField("min") else None,
+                p.max if p.HasField("max") else None,
+                bounds,
+                counts,
+            )
+        index = b.row(ctx, p.attributes)
+        append((index, p.time_unix_nano, p.start_time_unix_nano, *values, flags))
+        if p.exemplars:
+            b.add_exemplars(index, p.exemplars)
+
+
+def _exponentials(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _Errors, where: Any) -> None:
+    append = b.exponentials.append
+    for i, p in enumerate(points):
+        if not _times_ok(p, i, errs, where):
+            continue
+        flags = p.flags
+        if flags & _NO_RECORDED_VALUE:
+            values: tuple = (None,) * 11
+        else:
+            positive, negative = p.positive, p.negative
+            pos, neg = list(positive.bucket_counts), list(negative.bucket_counts)
+            total = p.zero_count + sum(pos) + sum(neg)
+            if total != p.count:
+                errs.add(
+                    f"{where()}.data_points[{i}]: count {p.count} is not zero_count + bucket counts ({total})"
+                )
+                continue
+            values = (
+                p.sum if p.HasField("sum") else None,
+                p.count,
+                p.min if p.HasField("min") else None,
+                p.max if p.HasField("max") else None,
+                p.scale,
+                p.zero_count,
+                p.zero_threshold,
+                positive.offset,
+                pos,
+                negative.offset,
+                neg,
+            )
+        index = b.row(ctx, p.attributes)
+        append((index, p.time_unix_nano, p.start_time_unix_nano, *values, flags))
+        if p.exemplars:
+            b.add_exemplars(index, p.exemplars)
+
+
+def _summaries(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _Errors, where: Any) -> None:
+    append = b.summaries.append
+    for i, p in enumerate(points):
+        if not _times_ok(p, i, errs, where):
+            continue
+        flags = p.flags
+        if flags & _NO_RECORDED_VALUE:
+            values: tuple = (None,) * 4
+        else:
+            qv = p.quantile_values
+            values = (p.sum, p.count, [q.quantile for q in qv], [q.value for q in qv])
+        append((b.row(ctx, p.attributes), p.time_unix_nano, p.start_time_unix_nano, *values, flags))
+
+
+# Columns each group fills, in the order of its row tuples; the others are null.
+_GROUP_COLUMNS = {
+    "numbers": ("value",),
+    "histograms": ("value", "count", "min", "max", "bounds", "bucket_counts"),
+    "exponentials": (
+        "value",
+        "count",
+        "min",
+        "max",
+        "exp_scale",
+        "exp_zero_count",
+        "exp_zero_threshold",
+        "exp_positive_offset",
+        "exp_positive_counts",
+        "exp_negative_offset",
+        "exp_negative_counts",
+    ),
+    "summaries": ("value", "count", "quantiles", "quantile_values"),
+}
+
+
+def _points_table(rows: list[tuple], filled: tuple[str, ...], sids: np.ndarray) -> pa.Table:
+    columns = list(zip(*rows, strict=True))
+    given = {"time_unix_nano": columns[1], "start_time_unix_nano": columns[2], "flags": columns[-1]}
+    given.update(zip(filled, columns[3:-1], strict=True))
+    rows_index = np.fromiter(columns[0], dtype=np.intp, count=len(rows))
+    arrays = []
+    for field in POINTS_SCHEMA:
+        if field.name == "series_id":
+            arrays.append(pa.array(sids[rows_index], type=pa.uint64()))
+        elif field.name in given:
+            arrays.append(pa.array(list(given[field.name]), type=field.type))
+        else:
+            arrays.append(pa.nulls(len(rows), type=field.type))
+    return pa.Table.from_arrays(arrays, schema=POINTS_SCHEMA)
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    if not rows:
+        return schema.empty_table()
+    columns = zip(*rows, strict=True)
+    return pa.Table.from_arrays(
+        [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
+    )
+
+
+def _describe(metric: Any, kind: str, data: Any, service: str, resource: str, scope: Any) -> tuple:
+    """The _CONTEXT_SCHEMA row of a metric; temporality None when it is invalid for the kind."""
+    temporality, monotonic = Temporality.UNSPECIFIED.value, False
+    if kind in ("sum", "histogram", "exponential_histogram"):
+        temporality = _TEMPORALITY.get(data.aggregation_temporality)
+        monotonic = kind == "sum" and data.is_monotonic
+    return (
+        metric.name,
+        _METRIC_TYPE[kind],
+        metric.unit,
+        metric.description,
+        temporality,
+        monotonic,
+        service,
+        resource,
+        scope.name,
+        scope.version,
+    )
+
+
+_METRIC_TYPE = {
+    "gauge": MetricType.GAUGE.value,
+    "sum": MetricType.SUM.value,
+    "histogram": MetricType.HISTOGRAM.value,
+    "exponential_histogram": MetricType.EXPONENTIAL_HISTOGRAM.value,
+    "summary": MetricType.SUMMARY.value,
+}
+_DECODERS = {
+    "gauge": _numbers,
+    "sum": _numbers,
+    "histogram": _histograms,
+    "exponential_histogram": _exponentials,
+    "summary": _summaries,
+}
+
+
+def decode_metrics(request: ExportMetricsServiceRequest, limiter: CardinalityLimiter) -> Decoded[MetricBatch]:
+    """Decode a metrics export request; points over a series budget are refused (see module doc)."""
+    errs = _Errors()
+    b = _MetricsBuilder()
+    for ri, rm in enumerate(request.resource_metrics):
+        resource, service = _resource(rm.resource)
+        for si, sm in enumerate(rm.scope_metrics):
+            scope = sm.scope
+            scope_part = scope_identity(scope)
+            for mi, metric in enumerate(sm.metrics):
+
+                def where(ri: int = ri, si: int = si, mi: int = mi) -> str:
+                    return f"resource_metrics[{ri}].scope_metrics[{si}].metrics[{mi}]"
+
+                kind = metric.WhichOneof("data")
+                if kind is None:
+                    errs.add(f"{where()}: metric {metric.name!r} has no data (gauge, sum, histogram, ...)", 0)
+                    continue
+                data = getattr(metric, kind)
+                describe = _describe(metric, kind, data, service, resource, scope)
+                points = data.data_points
+                if not metric.name:
+                    errs.add(
+                        f"{where()}: metric has no name; {len(points)} data points rejected", len(points)
+                    )
+                    continue
+                if describe[4] is None:
+                    errs.add(
+                        f"{where()}: metric {metric.name!r}: aggregation_temporality "
+                        f"{data.aggregation_temporality} is not 1 (delta) or 2 (cumulative); "
+                        f"{len(points)} data points rejected",
+                        len(points),
+                    )
+                    continue
+                _DECODERS[kind](b, points, b.context(describe, resource, scope_part), errs, where)
+    batch = _assemble_metrics(b, limiter, errs)
+    return Decoded(batch, errs.rejected, errs.lines(), errs.over_budget)
+
+
+def _admit(
+    b: _MetricsBuilder, sids: np.ndarray, point_rows: np.ndarray, limiter: CardinalityLimiter, errs: _Errors
+) -> np.ndarray:
+    """Bool mask of the points within their metric's series budget; refusals counted in ``errs``."""
+    series_metric = np.asarray(b.context_metric, dtype=np.intp)[np.asarray(b.series_context, dtype=np.intp)]
+    point_metric = series_metric[point_rows]
+    keep = np.ones(point_rows.size, dtype=bool)
+    order = np.argsort(point_metric, kind="stable")
+    bounds = np.searchsorted(point_metric[order], np.arange(len(b.metric_codes) + 1))
+    for code, name in enumerate(b.metric_codes):
+        positions = order[bounds[code] : bounds[code + 1]]
+        admitted = limiter.admit(name, sids[point_rows[positions]])
+        if not admitted.all():
+            keep[positions] = admitted
+            refused = positions[~admitted]
+            series = np.unique(point_rows[refused]).size
+            errs.add(
+                f"metric {name!r}: {refused.size} data points of {series} new series rejected, "
+                f"over the limit of {limiter.max_series_per_metric} series per metric",
+                int(refused.size),
+            )
+            errs.over_budget += int(refused.size)
+    return keep
+
+
+def _series_table(b: _MetricsBuilder, sids: np.ndarray, rows: np.ndarray | None) -> pa.Table:
+    """SERIES_SCHEMA rows of the series ``rows`` (all when None): context columns by ``take``."""
+    contexts = np.asarray(b.series_context, dtype=np.intp)
+    attrs = b.series_attrs
+    if rows is not None:
+        sids, contexts, attrs = sids[rows], contexts[rows], [attrs[i] for i in rows.tolist()]
+    shared = _table(b.contexts, _CONTEXT_SCHEMA).take(pa.array(contexts))
+    arrays = [pa.array(sids, type=pa.uint64()), *shared.columns, pa.array(attrs, type=pa.string())]
+    return pa.Table.from_arrays(arrays, schema=SERIES_SCHEMA)
+
+
+def _assemble_metrics(b: _MetricsBuilder, limiter: CardinalityLimiter, errs: _Errors) -> MetricBatch:
+    groups = [(name, getattr(b, name)) for name in _GROUP_COLUMNS]
+    groups = [(name, rows) for name, rows in groups if rows]
+    if not groups:
+        return MetricBatch(
+            POINTS_SCHEMA.empty_table(), SERIES_SCHEMA.empty_table(), EXEMPLARS_SCHEMA.empty_table()
+        )
+    sids = np.array(b.series_sid, dtype=np.uint64)
+    point_rows = np.concatenate(
+        [np.fromiter((row[0] for row in rows), dtype=np.intp, count=len(rows)) for _name, rows in groups]
+    )
+    keep = _admit(b, sids, point_rows, limiter, errs)
+    points = pa.concat_tables([_points_table(rows, _GROUP_COLUMNS[name], sids) for name, rows in groups])
+    used_rows = None
+    exemplar_rows = b.exemplars
+    if not keep.all():
+        points = points.filter(pa.array(keep))
+        used = np.zeros(sids.size, dtype=bool)
+        used[point_rows[keep]] = True
+        used_rows = np.flatnonzero(used)
+        exemplar_rows = [row for row in b.exemplars if used[row[0]]]
+    exemplars = _table([(b.series_sid[r[0]], *r[1:]) for r in exemplar_rows], EXEMPLARS_SCHEMA)
+    return MetricBatch(points, _series_table(b, sids, used_rows), exemplars)
+
+
+# ---------------------------------------------------------------- traces
+
+
+def _id_problem(name: str, raw: bytes, size: int, zero: bytes) -> str | None:
+    if len(raw) != size:
+        return f"{name} must be {size} bytes, got {len(raw)}"
+    if raw == zero:
+        return f"{name} must not be all zeros"
+    return None
+
+
+def _span_problem(span: Any) -> str | None:
+    problem = _id_problem("trace_id", span.trace_id, 16, _ZERO_TRACE) or _id_problem(
+        "span_id", span.span_id, 8, _ZERO_SPAN
+    )
+    if problem:
+        return problem
+    parent = span.parent_span_id
+    if parent and len(parent) != 8:
+        return f"parent_span_id must be empty or 8 bytes, got {len(parent)}"
+    if not 0 <= span.kind <= 5:
+        return f"kind {span.kind} is not an OTLP SpanKind (0-5)"
+    if not 0 <= span.status.code <= 2:
+        return f"status.code {span.status.code} is not an OTLP StatusCode (0-2)"
+    if (span.start_time_unix_nano | span.end_time_unix_nano) > _I64_MAX:
+        return "start_time_unix_nano or end_time_unix_nano beyond int64 nanoseconds"
+    return None
+
+
+def _events_json(events: Any) -> str:
+    if not events:
+        return "[]"
+    return _canonical(
+        [
+            {"time_unix_nano": e.time_unix_nano, "name": e.name, "attributes": attributes_dict(e.attributes)}
+            for e in events
+        ]
+    )
+
+
+def _links_json(links: Any) -> str:
+    if not links:
+        return "[]"
+    return _canonical(
+        [
+            {
+                "trace_id": link.trace_id.hex(),
+                "span_id": link.span_id.hex(),
+                "trace_state": link.trace_state,
+                "attributes": attributes_dict(link.attributes),
+            }
+            for link in links
+        ]
+    )
+
+
+def decode_traces(request: ExportTraceServiceRequest) -> Decoded[SpanBatch]:
+    """Decode a trace export request; spans with invalid ids are refused (see module doc)."""
+    errs = _Errors()
+    rows: list[tuple] = []
+    append = rows.append
+    for ri, rs in enumerate(request.resource_spans):
+        resource, service = _resource(rs.resource)
+        for si, ss in enumerate(rs.scope_spans):
+            scope_name, scope_version = ss.scope.name, ss.scope.version
+            for i, span in enumerate(ss.spans):
+                problem = _span_problem(span)
+                if problem:
+                    errs.add(f"resource_spans[{ri}].scope_spans[{si}].spans[{i}]: {problem}")
+                    continue
+                start, end, status = span.start_time_unix_nano, span.end_time_unix_nano, span.status
+                parent = span.parent_span_id
+                append(
+                    (
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        "" if not parent or parent == _ZERO_SPAN else parent.hex(),
+                        span.trace_state,
+                        span.name,
+                        span.kind,
+                        start,
+                        end,
+                        end - start,
+                        status.code,
+                        status.message,
+                        service,
+                        resource,
+                        scope_name,
+                        scope_version,
+                        attributes_json(span.attributes),
+                        _events_json(span.events),
+                        _links_json(span.links),
+                        span.flags,
+                    )
+                )
+    return Decoded(SpanBatch(_table(rows, SPANS_SCHEMA)), errs.rejected, errs.lines())
+
+
+# ---------------------------------------------------------------- logs
+
+
+def _log_problem(record: Any) -> str | None:
+    trace_id, span_id = record.trace_id, record.span_id
+    if trace_id and len(trace_id) != 16:
+        return f"trace_id must be empty or 16 bytes, got {len(trace_id)}"
+    if span_id and len(span_id) != 8:
+        return f"span_id must be empty or 8 bytes, got {len(span_id)}"
+    if not 0 <= record.severity_number <= 24:
+        return f"severity_number {record.severity_number} is not an OTLP SeverityNumber (0-24)"
+    if (record.time_unix_nano | record.observed_time_unix_nano) > _I64_MAX:
+        return "time_unix_nano or observed_time_unix_nano beyond int64 nanoseconds"
+    return None
+
+
+def _body(body: Any) -> str:
+    kind = body.WhichOneof("value")
+    if kind == "string_value":
+        return body.string_value
+    return "" if kind is None else _canonical(any_value(body))
+
+
+def decode_logs(request: ExportLogsServiceRequest) -> Decoded[LogBatch]:
+    """Decode a logs export request; records with malformed ids are refused (see module doc)."""
+    errs = _Errors()
+    rows: list[tuple] = []
+    append = rows.append
+    for ri, rl in enumerate(request.resource_logs):
+        resource, service = _resource(rl.resource)
+        for si, sl in enumerate(rl.scope_logs):
+            scope_name = sl.scope.name
+            for i, record in enumerate(sl.log_records):
+                problem = _log_problem(record)
+                if problem:
+                    errs.add(f"resource_logs[{ri}].scope_logs[{si}].log_records[{i}]: {problem}")
+                    continue
+                trace_id, span_id = record.trace_id, record.span_id
+                append(
+                    (
+                        record.time_unix_nano,
+                        record.observed_time_unix_nano,
+                        record.severity_number,
+                        record.severity_text,
+                        _body(record.body),
+                        attributes_json(record.attributes),
+                        "" if trace_id == _ZERO_TRACE else trace_id.hex(),
+                        "" if span_id == _ZERO_SPAN else span_id.hex(),
+                        record.flags,
+                        service,
+                        resource,
+                        scope_name,
+                        record.event_name,
+                    )
+                )
+    return Decoded(LogBatch(_table(rows, LOGS_SCHEMA)), errs.rejected, errs.lines())
