@@ -1,0 +1,1 @@
+"""Storage: the in-memory head, its query interface, histogram maths and small transactional state."""

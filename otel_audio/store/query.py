@@ -1,0 +1,786 @@
+"""The store's query interface: metric ranges, span and trace search, log search, exemplars.
+
+:class:`QueryEngine` reads a :class:`~otel_audio.store.memory.Snapshot` of the store (immutable
+Arrow tables) so queries run concurrently with ingest. DuckDB filters, joins and sorts the rows
+(a cursor per query); numpy does the time-series maths; :mod:`otel_audio.store.histograms` does
+the histogram maths. Every documented behaviour is specified in ``docs/query.md``.
+
+Example::
+
+    engine = QueryEngine(store)
+    engine.query_range(RangeQuery("audio.processing.duration", start_ns, end_ns, step_ns=60 * 10**9,
+                                  agg="p95", group_by=("service",),
+                                  matchers=(Matcher("stage", "=~", "denoise|dereverb"),)))
+    engine.search_traces(SpanQuery(service="enhancer", min_duration_ns=500 * 10**6, status_code=2))
+
+Every invalid request raises :class:`QueryError` (a ``ValueError``) saying what was wrong and
+what is accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from otel_audio.processors.base import EXEMPLARS_SCHEMA, LOGS_SCHEMA, SPANS_SCHEMA
+from otel_audio.store import histograms as hist
+from otel_audio.store.memory import MemoryStore, Snapshot
+
+MAX_BUCKETS = 11_000  # as Prometheus' query_range
+MAX_LIMIT = 10_000  # rows/traces returned by a search
+MAX_REGEX_LENGTH = 1_000
+DEFAULT_LOOKBACK_NS = 3600 * 10**9  # how far before start a counter's previous point is looked for
+
+AGGS = ("avg", "min", "max", "sum", "count", "last", "rate", "increase")
+_PERCENTILE = re.compile(r"p(100|\d{1,2}(?:\.\d+)?)")
+_ALLOWED = {  # agg names per metric type; "pNN" stands for every percentile
+    "gauge": ("avg", "min", "max", "sum", "count", "last", "pNN"),
+    "sum": (*AGGS, "pNN"),
+    "histogram": ("count", "sum", "avg", "min", "max", "rate", "increase", "pNN"),
+    "exponential_histogram": ("count", "sum", "avg", "min", "max", "rate", "increase", "pNN"),
+    "summary": ("count", "sum", "avg", "rate", "increase", "pNN"),
+}
+MATCH_OPS = ("=", "!=", "=~", "!~")
+SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "WARNING": 13, "ERROR": 17, "FATAL": 21}
+STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+# Constructs Python's re has and RE2 lacks (backreferences, lookaround): they can take exponential time.
+_NOT_RE2 = re.compile(r"\(\?(?:[=!]|<[=!]|P=|\()|\\[1-9]")
+
+
+class QueryError(ValueError):
+    """A query the store cannot answer as asked; the message says why and what is accepted."""
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """A label condition: ``key op value``; op is ``=``, ``!=``, ``=~`` or ``!~`` (full-match regex)."""
+
+    key: str
+    op: str
+    value: str
+
+
+@dataclass(frozen=True)
+class RangeQuery:
+    """One metric over time: buckets ``[start + k*step, start + (k+1)*step)``, aggregated per group."""
+
+    metric: str
+    start_ns: int
+    end_ns: int
+    step_ns: int
+    agg: str = "avg"  # one of AGGS or a percentile pNN / pNN.N
+    group_by: tuple[str, ...] = ()
+    matchers: tuple[Matcher, ...] = ()
+
+
+@dataclass
+class SeriesResult:
+    """One group's values; NaN where its bucket had no data."""
+
+    labels: dict[str, str]
+    timestamps_ns: np.ndarray  # int64, bucket starts
+    values: np.ndarray  # float64
+
+
+@dataclass(frozen=True)
+class SpanQuery:
+    """Span/trace search; every given field must match (attributes: span OR resource attribute)."""
+
+    service: str | None = None
+    operation: str | None = None  # span name
+    start_ns: int | None = None  # span start >= start_ns
+    end_ns: int | None = None  # span start < end_ns
+    min_duration_ns: int | None = None
+    max_duration_ns: int | None = None
+    status_code: int | str | None = None  # 0/1/2 or "unset"/"ok"/"error"
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    trace_id: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """Log search, newest first; every given field must match."""
+
+    start_ns: int | None = None
+    end_ns: int | None = None
+    min_severity: int | str | None = None  # 1-24 or TRACE/DEBUG/INFO/WARN/ERROR/FATAL
+    service: str | None = None
+    text: str | None = None  # case-insensitive substring of the body
+    trace_id: str | None = None
+    span_id: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)  # log OR resource attribute
+    limit: int = 100
+
+
+class QueryEngine:
+    """Answers queries over a store's snapshot; safe to call from many threads at once.
+
+    Args:
+        store: anything with ``snapshot() -> Snapshot`` (the in-memory store today).
+        lookback_ns: how far before a range's start a cumulative series' previous point is sought.
+    """
+
+    def __init__(self, store: MemoryStore, *, lookback_ns: int = DEFAULT_LOOKBACK_NS) -> None:
+        self._store = store
+        self._lookback_ns = lookback_ns
+        self._db = duckdb.connect()
+        self._db_lock = threading.Lock()
+
+    @contextmanager
+    def _duck(self, **tables: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._db_lock:
+            cur = self._db.cursor()
+        try:
+            for name, table in tables.items():
+                cur.register(name, table)
+            yield cur
+        finally:
+            cur.close()
+
+    # -- metrics metadata ----------------------------------------------------------------------
+
+    def list_metrics(self) -> list[dict[str, Any]]:
+        """One dict per metric name (first-seen series' metadata): name, type, unit, description,
+        temporality, monotonic, series (count)."""
+        series = self._store.snapshot().series
+        if series.num_rows == 0:
+            return []
+        cols = ["type", "unit", "description", "temporality", "monotonic"]
+        grouped = series.group_by("metric", use_threads=False).aggregate(
+            [(c, "first") for c in cols] + [("series_id", "count")]
+        )
+        rows = grouped.to_pylist()
+        out = [
+            {"name": r["metric"], **{c: r[f"{c}_first"] for c in cols}, "series": r["series_id_count"]}
+            for r in rows
+        ]
+        return sorted(out, key=lambda r: r["name"])
+
+    def list_series(self, metric: str, matchers: Sequence[Matcher] = ()) -> list[dict[str, Any]]:
+        """The series of ``metric`` that match: series_id, service, resource, scope, attributes."""
+        rows = _select(_metric_rows(self._store.snapshot(), metric), _compile(matchers))
+        return [
+            {
+                "series_id": r["series_id"],
+                "service": r["service"],
+                "resource": json.loads(r["resource"] or "{}"),
+                "scope": r["scope"],
+                "attributes": json.loads(r["attributes"] or "{}"),
+            }
+            for r in rows
+        ]
+
+    def exemplars(
+        self, metric: str, start_ns: int, end_ns: int, matchers: Sequence[Matcher] = ()
+    ) -> pa.Table:
+        """Exemplars (EXEMPLARS_SCHEMA) of matching series, time in [start_ns, end_ns), oldest first."""
+        if end_ns < start_ns:
+            raise QueryError(f"end_ns {end_ns} is before start_ns {start_ns}")
+        snap = self._store.snapshot()
+        rows = _select(_metric_rows(snap, metric), _compile(matchers))
+        sel = pa.table({"series_id": pa.array([r["series_id"] for r in rows], pa.uint64())})
+        with self._duck(exemplars=snap.exemplars, sel=sel) as cur:
+            table = cur.sql(
+                "SELECT e.* FROM exemplars e SEMI JOIN sel s ON e.series_id = s.series_id "
+                "WHERE e.time_unix_nano >= $lo AND e.time_unix_nano < $hi ORDER BY e.time_unix_nano",
+                params={"lo": start_ns, "hi": end_ns},
+            ).to_arrow_table()
+        return table.cast(EXEMPLARS_SCHEMA)
+
+    # -- metric ranges -------------------------------------------------------------------------
+
+    def query_range(self, q: RangeQuery) -> list[SeriesResult]:
+        """Aggregate ``q.metric`` per group and time bucket; groups without any data are left out."""
+        n = _buckets(q)
+        agg, quantile = _parse_agg(q.agg)
+        matchers = _compile(q.matchers)
+        snap = self._store.snapshot()
+        rows = _metric_rows(snap, q.metric)
+        kind = rows[0]["type"]
+        _check_agg(q.metric, rows[0], agg)
+        rows = _select(rows, matchers)
+        if not rows:
+            return []
+        group_of: dict[tuple[str, ...], int] = {}
+        gidx = np.array(
+            [group_of.setdefault(tuple(_label(r, k) for k in q.group_by), len(group_of)) for r in rows],
+            dtype=np.int64,
+        )
+        groups = list(group_of)
+        delta = rows[0]["temporality"] == "delta"
+        needs_prev = not delta and (agg in ("rate", "increase") or (kind != "gauge" and kind != "sum"))
+        pts = self._fetch(snap, rows, kind, agg, q, n, needs_prev)
+        ctx = _Ctx(
+            q, n, len(groups), gidx, pts, delta, [dict(zip(q.group_by, g, strict=True)) for g in groups]
+        )
+        values = _compute(ctx, kind, agg, quantile, bool(rows[0]["monotonic"]))
+        stamps = q.start_ns + np.arange(n, dtype=np.int64) * q.step_ns
+        out = [
+            SeriesResult(labels=ctx.labels[g], timestamps_ns=stamps.copy(), values=values[g])
+            for g in sorted(range(len(groups)), key=groups.__getitem__)
+            if not np.isnan(values[g]).all()
+        ]
+        return out
+
+    def _fetch(self, snap: Snapshot, rows, kind, agg, q: RangeQuery, n: int, needs_prev: bool) -> pa.Table:
+        cols = ["p.start_time_unix_nano AS st", "p.value AS v"]
+        if kind in ("histogram", "exponential_histogram", "summary"):
+            cols += ["p.count AS c", "p.min AS mn", "p.max AS mx"]
+        if agg == "pNN":
+            cols += {
+                "histogram": ["hash(p.bounds) AS bh", "p.bounds", "p.bucket_counts"],
+                "exponential_histogram": [
+                    "p.exp_scale",
+                    "p.exp_zero_count",
+                    "p.exp_positive_offset",
+                    "p.exp_positive_counts",
+                    "p.exp_negative_offset",
+                    "p.exp_negative_counts",
+                ],
+                "summary": ["p.quantiles", "p.quantile_values"],
+            }.get(kind, [])
+        body = (
+            f"SELECT s.sidx, p.time_unix_nano AS t, {', '.join(cols)} FROM points p "
+            "JOIN sel s ON p.series_id = s.series_id WHERE coalesce(p.flags, 0) & 1 = 0 AND "
+        )
+        sql = f"({body} p.time_unix_nano >= $lo AND p.time_unix_nano < $hi)"
+        if needs_prev:
+            sql += (
+                f" UNION ALL ({body} p.time_unix_nano >= $lb AND p.time_unix_nano < $lo "
+                "QUALIFY row_number() OVER (PARTITION BY p.series_id ORDER BY p.time_unix_nano DESC) = 1)"
+            )
+        sel = pa.table(
+            {
+                "series_id": pa.array([r["series_id"] for r in rows], pa.uint64()),
+                "sidx": pa.array(np.arange(len(rows), dtype=np.int64)),
+            }
+        )
+        params = {"lo": q.start_ns, "hi": q.start_ns + n * q.step_ns}
+        if needs_prev:
+            params["lb"] = q.start_ns - self._lookback_ns
+        with self._duck(points=snap.points, sel=sel) as cur:
+            return cur.sql(sql + " ORDER BY sidx, t", params=params).to_arrow_table()
+
+    # -- spans ---------------------------------------------------------------------------------
+
+    def search_spans(self, q: SpanQuery) -> pa.Table:
+        """Matching spans (SPANS_SCHEMA), newest start first, at most ``q.limit``."""
+        where, params = _span_where(q)
+        with self._duck(spans=self._store.snapshot().spans) as cur:
+            table = cur.sql(
+                f"SELECT * FROM spans WHERE {where} "
+                f"ORDER BY start_time_unix_nano DESC, span_id LIMIT {_limit(q.limit)}",
+                params=params,
+            ).to_arrow_table()
+        return table.cast(SPANS_SCHEMA)
+
+    def search_traces(self, q: SpanQuery) -> list[str]:
+        """Ids of traces with at least one matching span, most recent matching span first."""
+        where, params = _span_where(q)
+        with self._duck(spans=self._store.snapshot().spans) as cur:
+            rows = cur.sql(
+                f"SELECT trace_id FROM spans WHERE {where} GROUP BY trace_id "
+                f"ORDER BY max(start_time_unix_nano) DESC, trace_id LIMIT {_limit(q.limit)}",
+                params=params,
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def get_trace(self, trace_id: str) -> pa.Table:
+        """All spans of the trace (SPANS_SCHEMA), by start time; empty when the trace is unknown."""
+        with self._duck(spans=self._store.snapshot().spans) as cur:
+            table = cur.sql(
+                "SELECT * FROM spans WHERE trace_id = $id ORDER BY start_time_unix_nano, span_id",
+                params={"id": _hex_id(trace_id, 32, "trace_id")},
+            ).to_arrow_table()
+        return table.cast(SPANS_SCHEMA)
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    def search_logs(self, q: LogQuery) -> pa.Table:
+        """Matching log records (LOGS_SCHEMA), newest first, at most ``q.limit``."""
+        where, params = _time_where("time_unix_nano", q.start_ns, q.end_ns)
+        if q.min_severity is not None:
+            where.append("severity_number >= $sev")
+            params["sev"] = _severity(q.min_severity)
+        for name, value in (("service", q.service), ("trace_id", q.trace_id), ("span_id", q.span_id)):
+            if value is not None:
+                if name != "service":
+                    value = _hex_id(value, 32 if name == "trace_id" else 16, name)
+                where.append(f"{name} = ${name}")
+                params[name] = value
+        if q.text:
+            where.append("strpos(lower(body), lower($text)) > 0")
+            params["text"] = q.text
+        _attribute_where(q.attributes, where, params)
+        with self._duck(logs=self._store.snapshot().logs) as cur:
+            table = cur.sql(
+                f"SELECT * FROM logs WHERE {' AND '.join(where) or 'true'} "
+                f"ORDER BY time_unix_nano DESC LIMIT {_limit(q.limit)}",
+                params=params,
+            ).to_arrow_table()
+        return table.cast(LOGS_SCHEMA)
+
+
+# -- request validation ----------------------------------------------------------------------------
+
+
+def _buckets(q: RangeQuery) -> int:
+    if q.step_ns <= 0:
+        raise QueryError(f"step_ns must be > 0, got {q.step_ns}")
+    if q.end_ns < q.start_ns:
+        raise QueryError(f"end_ns {q.end_ns} is before start_ns {q.start_ns}")
+    n = max(1, -(-(q.end_ns - q.start_ns) // q.step_ns))
+    if n > MAX_BUCKETS:
+        least = -(-(q.end_ns - q.start_ns) // MAX_BUCKETS)
+        raise QueryError(
+            f"{n} buckets requested; at most {MAX_BUCKETS}: use step_ns >= {least} for this range"
+        )
+    return n
+
+
+def _parse_agg(agg: str) -> tuple[str, float | None]:
+    if agg in AGGS:
+        return agg, None
+    m = _PERCENTILE.fullmatch(agg)
+    if m and float(m.group(1)) <= 100:
+        return "pNN", float(m.group(1)) / 100
+    raise QueryError(
+        f"unknown agg {agg!r}; accepted: {', '.join(AGGS)}, or a percentile pNN/pNN.N (p50, p99.9)"
+    )
+
+
+def _check_agg(metric: str, row: dict[str, Any], agg: str) -> None:
+    allowed = _ALLOWED.get(row["type"], ())
+    if agg not in allowed:
+        shown = ", ".join(a if a != "pNN" else "percentiles pNN" for a in allowed)
+        raise QueryError(f"agg {agg!r} is not defined for {row['type']} {metric!r}; accepted: {shown}")
+
+
+def _limit(limit: int) -> int:
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise QueryError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    return limit
+
+
+def _hex_id(value: str, length: int, name: str) -> str:
+    value = value.lower()
+    if len(value) != length or any(c not in "0123456789abcdef" for c in value):
+        raise QueryError(f"{name} must be {length} hex characters, got {value!r}")
+    return value
+
+
+def _severity(value: int | str) -> int:
+    if isinstance(value, str):
+        if value.upper() in SEVERITY:
+            return SEVERITY[value.upper()]
+        raise QueryError(f"unknown severity {value!r}; accepted: 1-24 or {', '.join(SEVERITY)}")
+    if not 1 <= value <= 24:
+        raise QueryError(f"min_severity must be 1-24, got {value}")
+    return value
+
+
+def _time_where(column: str, start_ns: int | None, end_ns: int | None) -> tuple[list[str], dict[str, Any]]:
+    if start_ns is not None and end_ns is not None and end_ns < start_ns:
+        raise QueryError(f"end_ns {end_ns} is before start_ns {start_ns}")
+    where, params = [], {}
+    if start_ns is not None:
+        where.append(f"{column} >= $start")
+        params["start"] = start_ns
+    if end_ns is not None:
+        where.append(f"{column} < $end")
+        params["end"] = end_ns
+    return where, params
+
+
+def _attribute_where(attributes: Mapping[str, str], where: list[str], params: dict[str, Any]) -> None:
+    for i, (key, value) in enumerate(sorted(attributes.items())):
+        path = '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        where.append(
+            f"(json_extract_string(attributes, $k{i}) = $v{i} "
+            f"OR json_extract_string(resource, $k{i}) = $v{i})"
+        )
+        params[f"k{i}"], params[f"v{i}"] = path, str(value)
+
+
+def _span_where(q: SpanQuery) -> tuple[str, dict[str, Any]]:
+    where, params = _time_where("start_time_unix_nano", q.start_ns, q.end_ns)
+    checks = (
+        ("service", "service = $service", q.service),
+        ("operation", "name = $operation", q.operation),
+        ("min_duration", "duration_ns >= $min_duration", q.min_duration_ns),
+        ("max_duration", "duration_ns <= $max_duration", q.max_duration_ns),
+    )
+    for name, clause, value in checks:
+        if value is not None:
+            where.append(clause)
+            params[name] = value
+    if q.status_code is not None:
+        code = STATUS.get(q.status_code.upper()) if isinstance(q.status_code, str) else q.status_code
+        if code not in (0, 1, 2):
+            raise QueryError(f"status_code must be 0/1/2 or unset/ok/error, got {q.status_code!r}")
+        where.append("status_code = $status")
+        params["status"] = code
+    if q.trace_id is not None:
+        where.append("trace_id = $trace_id")
+        params["trace_id"] = _hex_id(q.trace_id, 32, "trace_id")
+    _attribute_where(q.attributes, where, params)
+    return " AND ".join(where) or "true", params
+
+
+# -- series selection ------------------------------------------------------------------------------
+
+
+def _metric_rows(snap: Snapshot, metric: str) -> list[dict[str, Any]]:
+    """The metric's series rows of its first-seen type, in first-seen order."""
+    rows = snap.series.filter(pc.equal(snap.series.column("metric"), metric)).to_pylist()
+    if not rows:
+        known = sorted(set(snap.series.column("metric").to_pylist()))
+        close = difflib.get_close_matches(metric, known, n=3)
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        shown = ", ".join(known[:20]) + (f", ... ({len(known) - 20} more)" if len(known) > 20 else "")
+        raise QueryError(f"unknown metric {metric!r}{hint}; known: {shown or '(none yet)'}")
+    return [r for r in rows if r["type"] == rows[0]["type"]]
+
+
+def _label_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _label(row: dict[str, Any], key: str) -> str:
+    """A label's value: point attribute, else resource attribute, else (``service``) service.name."""
+    if "_attrs" not in row:
+        row["_attrs"] = json.loads(row["attributes"] or "{}")
+        row["_res"] = json.loads(row["resource"] or "{}")
+    for attrs in (row["_attrs"], row["_res"]):
+        if key in attrs:
+            return _label_str(attrs[key])
+    if key == "service":
+        return row["service"] or ""
+    return ""
+
+
+def _compile(matchers: Sequence[Matcher]) -> list[Callable[[dict[str, Any]], bool]]:
+    out = []
+    for m in matchers:
+        if m.op in ("=", "!="):
+            want = m.op == "="
+            out.append(lambda r, m=m, want=want: (_label(r, m.key) == m.value) is want)
+        elif m.op in ("=~", "!~"):
+            if len(m.value) > MAX_REGEX_LENGTH:
+                raise QueryError(
+                    f"regex for {m.key!r} is {len(m.value)} characters; at most {MAX_REGEX_LENGTH}"
+                )
+            if _NOT_RE2.search(m.value):
+                raise QueryError(
+                    f"regex {m.value!r} for {m.key!r} uses lookaround or backreferences (RE2 syntax only)"
+                )
+            try:
+                pattern = re.compile(m.value)
+            except re.error as exc:
+                raise QueryError(f"bad regex {m.value!r} for {m.key!r}: {exc}") from exc
+            want = m.op == "=~"
+            out.append(
+                lambda r, m=m, p=pattern, want=want: (p.fullmatch(_label(r, m.key)) is not None) is want
+            )
+        else:
+            raise QueryError(f"unknown matcher op {m.op!r} for {m.key!r}; accepted: {', '.join(MATCH_OPS)}")
+    return out
+
+
+def _select(
+    rows: list[dict[str, Any]], matchers: list[Callable[[dict[str, Any]], bool]]
+) -> list[dict[str, Any]]:
+    return [r for r in rows if all(match(r) for match in matchers)]
+
+
+# -- time-series maths -----------------------------------------------------------------------------
+
+
+class _Ctx:
+    """Fetched points (sorted by series then time) and where each lands: group, bucket, key."""
+
+    def __init__(self, q: RangeQuery, n: int, n_groups: int, gidx: np.ndarray, pts: pa.Table, delta, labels):
+        self.q, self.n, self.size, self.delta, self.labels, self.pts = q, n, n_groups * n, delta, labels, pts
+        self.sidx = _col(pts, "sidx", 0).astype(np.int64)
+        self.t = _col(pts, "t", 0).astype(np.int64)
+        self.inrange = self.t >= q.start_ns
+        bucket = (self.t - q.start_ns) // q.step_ns
+        self.key = np.where(self.inrange, gidx[self.sidx] * n + bucket, -1)
+        self.series_key = np.where(self.inrange, self.sidx * n + bucket, -1)
+        self.has_prev = np.zeros(self.t.size, dtype=bool)
+        self.has_prev[1:] = self.sidx[1:] == self.sidx[:-1]
+
+    def present(self) -> np.ndarray:
+        return np.bincount(self.key[self.inrange], minlength=self.size) > 0
+
+    def total(self, values: np.ndarray) -> np.ndarray:
+        """Sum of ``values`` per key; NaN where no point landed."""
+        out = np.bincount(self.key[self.inrange], weights=values[self.inrange], minlength=self.size)
+        return np.where(self.present(), out, np.nan)
+
+    def increments(self, v: np.ndarray, st: np.ndarray, monotonic: bool, extra_reset=None):
+        """Masks (diff, full): take ``v - previous`` or ``v`` itself (a reset, or a counter born in range)."""
+        if self.delta:
+            return np.zeros(v.size, dtype=bool), np.ones(v.size, dtype=bool)
+        prev_v, prev_st = np.roll(v, 1), np.roll(st, 1)
+        reset = st != prev_st
+        if monotonic:
+            reset |= v < prev_v
+        if extra_reset is not None:
+            reset |= extra_reset
+        reset &= self.has_prev
+        hi = self.q.start_ns + self.n * self.q.step_ns
+        born_inside = ~self.has_prev & (st >= self.q.start_ns) & (st < hi)
+        return self.has_prev & ~reset, reset | born_inside
+
+    def apply(self, v: np.ndarray, diff: np.ndarray, full: np.ndarray) -> np.ndarray:
+        return np.where(diff, v - np.roll(v, 1), np.where(full, v, 0.0))
+
+
+def _col(table: pa.Table, name: str, fill: float) -> np.ndarray:
+    return pc.fill_null(table.column(name), fill).to_numpy()
+
+
+def _reduce_raw(ctx: _Ctx, v: np.ndarray, agg: str, quantile: float | None) -> np.ndarray:
+    """avg/min/max/count/last/sum/pNN of raw values per key (sum: of each series' last value)."""
+    m = ctx.inrange & ~np.isnan(v)
+    key, vals, t = ctx.key[m], v[m], ctx.t[m]
+    out = np.full(ctx.size, np.nan)
+    if agg in ("avg", "count"):
+        counts = np.bincount(key, minlength=ctx.size).astype(np.float64)
+        sums = np.bincount(key, weights=vals, minlength=ctx.size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = counts if agg == "count" else sums / counts
+        return np.where(counts > 0, res, np.nan)
+    if agg == "sum":
+        skey = ctx.series_key[m]
+        order = np.lexsort((t, skey))
+        last = _segments(skey[order])[1] - 1
+        res = np.bincount(key[order][last], weights=vals[order][last], minlength=ctx.size)
+        return np.where(np.bincount(key, minlength=ctx.size) > 0, res, np.nan)
+    order = np.lexsort((t if agg == "last" else vals, key))
+    key, vals = key[order], vals[order]
+    starts, ends = _segments(key)
+    if agg == "min":
+        out[key[starts]] = vals[starts]
+    elif agg in ("max", "last"):
+        out[key[starts]] = vals[ends - 1]
+    else:  # percentile by linear interpolation, as numpy's default
+        pos = quantile * (ends - starts - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, ends - starts - 1)
+        out[key[starts]] = vals[starts + lo] + (pos - lo) * (vals[starts + hi] - vals[starts + lo])
+    return out
+
+
+def _segments(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if sorted_keys.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return starts, np.r_[starts[1:], sorted_keys.size]
+
+
+def _compute(ctx: _Ctx, kind: str, agg: str, quantile: float | None, monotonic: bool) -> np.ndarray:
+    step_s = ctx.q.step_ns / 1e9
+    st = _col(ctx.pts, "st", 0).astype(np.int64)
+    v = _col(ctx.pts, "v", np.nan).astype(np.float64)
+    if kind in ("gauge", "sum"):
+        if agg in ("rate", "increase"):
+            inc = ctx.total(ctx.apply(v, *ctx.increments(v, st, monotonic)))
+            values = inc / step_s if agg == "rate" else inc
+        else:
+            values = _reduce_raw(ctx, v, agg, quantile)
+        return values.reshape(-1, ctx.n)
+    count = _col(ctx.pts, "c", 0).astype(np.float64)
+    extra = None
+    if kind == "histogram" and agg == "pNN":
+        extra = _roll_differs(_col(ctx.pts, "bh", 0))
+    elif kind == "exponential_histogram" and agg == "pNN":
+        zero = _col(ctx.pts, "exp_zero_count", 0).astype(np.float64)
+        extra = zero < np.roll(zero, 1)
+    diff, full = ctx.increments(count, st, True, extra)
+    if agg in ("min", "max"):
+        values = _reduce_raw(
+            ctx, _col(ctx.pts, "mn" if agg == "min" else "mx", np.nan).astype(float), agg, None
+        )
+    elif agg in ("count", "increase", "rate"):
+        values = ctx.total(ctx.apply(count, diff, full))
+        values = values / step_s if agg == "rate" else values
+    elif agg in ("sum", "avg"):
+        values = ctx.total(ctx.apply(v, diff, full))
+        if agg == "avg":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = values / ctx.total(ctx.apply(count, diff, full))
+    elif kind == "histogram":
+        values = _explicit_quantile(ctx, diff, full, quantile)
+    elif kind == "exponential_histogram":
+        values = _exponential_quantile(ctx, diff, full, quantile)
+    else:
+        values = _summary_quantile(ctx, quantile)
+    return values.reshape(-1, ctx.n)
+
+
+def _roll_differs(a: np.ndarray) -> np.ndarray:
+    return a != np.roll(a, 1)
+
+
+def _list_rows(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flat values, per-row length, per-row start in flat) of a list column."""
+    column = table.column(name)
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
+    flat = pc.fill_null(pc.list_flatten(column), 0).to_numpy()
+    return flat, lengths, np.cumsum(lengths) - lengths
+
+
+def _explicit_quantile(ctx: _Ctx, diff: np.ndarray, full: np.ndarray, quantile: float) -> np.ndarray:
+    bh = _col(ctx.pts, "bh", 0)
+    uniq, first, bid = np.unique(bh, return_index=True, return_inverse=True)
+    bounds = [ctx.pts.column("bounds")[int(i)].as_py() or [] for i in first]
+    group = np.where(ctx.inrange, ctx.key // ctx.n, -1)
+    pairs = np.unique(np.stack([group[ctx.inrange], bid[ctx.inrange]], axis=1), axis=0)
+    dup = np.flatnonzero(pairs[1:, 0] == pairs[:-1, 0]) if len(pairs) > 1 else []
+    if len(dup):
+        g, b1, b2 = pairs[dup[0], 0], pairs[dup[0], 1], pairs[dup[0] + 1, 1]
+        raise QueryError(
+            f"cannot merge explicit histograms of {ctx.q.metric!r} in group {ctx.labels[g]}: bucket bounds "
+            f"differ ({bounds[b1]} vs {bounds[b2]}); group_by or match a label that separates them"
+        )
+    flat, lengths, starts = _list_rows(ctx.pts, "bucket_counts")
+    out = np.full(ctx.size, np.nan)
+    local = np.empty(bid.size, dtype=np.int64)
+    for b in range(uniq.size):
+        rows = np.flatnonzero(bid == b)
+        width = len(bounds[b]) + 1
+        rows = rows[lengths[rows] == width]
+        local[rows] = np.arange(rows.size)
+        m = flat[starts[rows, None] + np.arange(width)].astype(np.float64)
+        d = diff[rows] & (lengths[np.maximum(rows - 1, 0)] == width)
+        inc = np.where(full[rows, None], m, 0.0)
+        delta = m[d] - m[local[rows[d] - 1]]
+        negative = (delta < 0).any(axis=1)
+        inc[np.flatnonzero(d)[~negative]] = delta[~negative]
+        inc[np.flatnonzero(d)[negative]] = m[d][negative]
+        keep = ctx.inrange[rows]
+        keys, inc = ctx.key[rows][keep], inc[keep]
+        if keys.size == 0:
+            continue
+        order = np.argsort(keys, kind="stable")
+        seg_starts, _ = _segments(keys[order])
+        merged = np.add.reduceat(inc[order], seg_starts, axis=0)
+        out[keys[order][seg_starts]] = hist.quantile_explicit(bounds[b], merged, quantile)
+    return out
+
+
+def _exponential_quantile(ctx: _Ctx, diff: np.ndarray, full: np.ndarray, quantile: float) -> np.ndarray:
+    n_pts = ctx.t.size
+    diff, full = diff & ctx.inrange, full & ctx.inrange
+    scale = _col(ctx.pts, "exp_scale", 0).astype(np.int64)
+    pair_scale = np.minimum(scale, np.roll(scale, 1))  # a diffed point and its predecessor meet here
+    zero = _col(ctx.pts, "exp_zero_count", 0).astype(np.int64)
+    raw, diffs = {}, {}
+    went_down = np.zeros(n_pts, dtype=bool)
+    for cat, offset_col, counts_col in (
+        (hist.NEGATIVE, "exp_negative_offset", "exp_negative_counts"),
+        (hist.POSITIVE, "exp_positive_offset", "exp_positive_counts"),
+    ):
+        flat, lengths, starts = _list_rows(ctx.pts, counts_col)
+        offset = _col(ctx.pts, offset_col, 0).astype(np.int64)
+        owner = np.repeat(np.arange(n_pts), lengths)
+        raw[cat] = (owner, offset[owner] + np.arange(flat.size) - starts[owner], flat.astype(np.int64))
+        diffs[cat] = _bucket_diffs(raw[cat], offset, lengths, scale, pair_scale, diff)
+        went_down[diffs[cat][0][diffs[cat][2] < 0]] = True
+    went_down |= diff & (zero < np.roll(zero, 1))
+    full = full | (diff & went_down)
+    diff = diff & ~went_down
+
+    parts = []  # (owner, scale, category, index, count) of every increment entry
+    for cat in (hist.NEGATIVE, hist.POSITIVE):
+        owner, idx, cnt = diffs[cat]
+        ok = diff[owner]
+        parts.append((owner[ok], pair_scale[owner[ok]], np.full(ok.sum(), cat), idx[ok], cnt[ok]))
+        owner, idx, cnt = raw[cat]
+        f = full[owner]
+        parts.append((owner[f], scale[owner[f]], np.full(f.sum(), cat), idx[f], cnt[f]))
+    for mask, counts, scales in ((diff, zero - np.roll(zero, 1), pair_scale), (full, zero, scale)):
+        owner = np.flatnonzero(mask)
+        parts.append(
+            (owner, scales[owner], np.full(owner.size, hist.ZERO), np.zeros(owner.size), counts[owner])
+        )
+    owner, e_scale, e_cat, e_idx, e_cnt = (
+        np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True)
+    )
+    return hist.grouped_quantile_exponential(ctx.key[owner], e_scale, e_cat, e_idx, e_cnt, ctx.size, quantile)
+
+
+def _bucket_diffs(raw, offset, lengths, scale, pair_scale, diff) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(owner, index, count) of ``buckets(p) - buckets(p - 1)`` at ``pair_scale[p]`` for diffed points.
+
+    Both histograms are downscaled to the pair's scale and added with signs into one dense window
+    per point (a bincount, no sort); zero results are dropped, negative ones mean a reset.
+    """
+    owner, idx, cnt = raw
+    n_pts = offset.size
+    nxt = np.minimum(owner + 1, n_pts - 1)
+    cur, prev = diff[owner], diff[nxt] & (owner + 1 < n_pts)
+    d_owner = np.concatenate([owner[cur], owner[prev] + 1])
+    d_idx = np.concatenate(
+        [
+            idx[cur] >> (scale[owner[cur]] - pair_scale[owner[cur]]),
+            idx[prev] >> (scale[owner[prev]] - pair_scale[nxt[prev]]),
+        ]
+    )
+    d_cnt = np.concatenate([cnt[cur], -cnt[prev]])
+    # each point's window: from the lower to the higher end of its own and its predecessor's buckets
+    shift_own, shift_prev = scale - pair_scale, np.roll(scale, 1) - pair_scale
+    has, has_prev = lengths > 0, np.roll(lengths, 1) > 0
+    big = np.iinfo(np.int64).max
+    lo = np.minimum(
+        np.where(has, offset >> shift_own, big), np.where(has_prev, np.roll(offset, 1) >> shift_prev, big)
+    )
+    last, last_prev = offset + lengths - 1, np.roll(offset + lengths - 1, 1)
+    hi = np.maximum(np.where(has, last >> shift_own, -big), np.where(has_prev, last_prev >> shift_prev, -big))
+    width = np.where(diff & (has | has_prev), hi - lo + 1, 0)
+    base = np.cumsum(width) - width
+    dense = np.bincount(base[d_owner] + d_idx - lo[d_owner], weights=d_cnt, minlength=int(width.sum()))
+    pos = np.flatnonzero(dense)
+    out_owner = np.repeat(np.arange(n_pts), width)[pos]
+    return out_owner, lo[out_owner] + pos - base[out_owner], dense[pos].astype(np.int64)
+
+
+def _summary_quantile(ctx: _Ctx, quantile: float) -> np.ndarray:
+    qs, lengths, _ = _list_rows(ctx.pts, "quantiles")
+    qv, _, _ = _list_rows(ctx.pts, "quantile_values")
+    owner = np.repeat(np.arange(ctx.t.size), lengths)
+    hit = np.abs(qs - quantile) < 1e-9
+    value = np.full(ctx.t.size, np.nan)
+    value[owner[hit]] = qv[hit]
+    if np.isnan(value[ctx.inrange]).all():
+        available = sorted({round(float(x), 6) for x in qs[ctx.inrange[owner]]})
+        raise QueryError(
+            f"summary {ctx.q.metric!r} has no quantile {quantile:g} in range; "
+            f"it reports {available or 'none'}"
+        )
+    # Quantiles of different series cannot be merged: each series' latest value, then the group's max.
+    m = ctx.inrange & ~np.isnan(value)
+    skey, t, key, vals = ctx.series_key[m], ctx.t[m], ctx.key[m], value[m]
+    order = np.lexsort((t, skey))
+    last = order[_segments(skey[order])[1] - 1]
+    out = np.full(ctx.size, np.nan)
+    np.fmax.at(out, key[last], vals[last])
+    return out
