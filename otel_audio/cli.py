@@ -2,6 +2,8 @@
 
 Commands available now:
 
+- ``otel-audio serve [--config FILE] [--data-dir DIR]``: run the receiver (OTLP gRPC 4317,
+  OTLP HTTP 4318, API 8080 on 127.0.0.1 by default) until SIGTERM or Ctrl-C.
 - ``otel-audio demo``: run the instrumented example pipeline (``examples/`` of a source
   checkout) on generated noisy speech and print a summary of its telemetry. Until the
   receiver exists the telemetry stays in memory; ``--endpoint URL`` exports it over OTLP to a
@@ -9,8 +11,8 @@ Commands available now:
 - ``otel-audio semconv``: print the semantic-conventions tables (``docs/semantic-conventions.md``).
 - ``otel-audio --version``.
 
-The receiver's commands (``serve`` and the analyses on top of it) are not built yet. This
-module imports only the SDK side; the example pipeline is imported when ``demo`` runs.
+This module imports only the SDK side at start; the receiver is imported when ``serve`` runs
+and the example pipeline when ``demo`` runs.
 """
 
 from __future__ import annotations
@@ -67,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated audio and faults")
     demo.set_defaults(handler=_demo)
 
+    serve = commands.add_parser(
+        "serve",
+        help="run the receiver: OTLP gRPC/HTTP ingest, storage and the query API",
+        description="Run the otel-audio receiver until SIGTERM or Ctrl-C. Works with no config: "
+        "OTLP gRPC on 127.0.0.1:4317, OTLP HTTP on :4318, the API on :8080, data in ./otel-audio-data.",
+    )
+    serve.add_argument(
+        "--config", metavar="FILE", help="YAML configuration (see collector-config/otel-audio.yaml)"
+    )
+    serve.add_argument("--data-dir", metavar="DIR", help="where data is kept (overrides storage.data_dir)")
+    serve.add_argument("--host", help="address to listen on (overrides server.host)")
+    serve.set_defaults(handler=_serve)
+
     table = commands.add_parser("semconv", help="print the semantic-conventions tables (Markdown)")
     table.set_defaults(handler=_semconv)
     return parser
@@ -94,6 +109,27 @@ def _demo(args: argparse.Namespace) -> int:
             args.files, endpoint=args.endpoint, faults=args.faults, output_dir=args.output, seed=args.seed
         )
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from otel_audio.receiver.config import ConfigError, load_config
+    from otel_audio.receiver.service import Receiver
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, storage__data_dir=args.data_dir, server__host=args.host)
+        receiver = Receiver(config)
+    except ConfigError as exc:
+        print(f"otel-audio serve: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        receiver.serve_forever()
+    except OSError as exc:
+        print(f"otel-audio serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _semconv(args: argparse.Namespace) -> int:

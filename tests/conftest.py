@@ -78,3 +78,31 @@ def otlp_sink() -> Iterator[OtlpSink]:
     sink.start()
     yield sink
     sink.stop()
+
+
+@pytest.fixture
+def start_receiver(tmp_path):
+    """Start receivers on free loopback ports with data under tmp_path; all stopped after the test."""
+    from otel_audio.receiver.config import load_config
+    from otel_audio.receiver.service import Receiver
+
+    started = []
+
+    def start(data_dir=None, **overrides):
+        settings = {
+            "storage__data_dir": str(data_dir or tmp_path / "data"),
+            "server__grpc_port": 0,
+            "server__http_port": 0,
+            "server__api_port": 0,
+            "tick_interval_s": 0.2,
+        }
+        settings.update(overrides)
+        receiver = Receiver(load_config(None, **settings))
+        receiver.start()
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        if receiver.serving:
+            receiver.stop(grace_s=1)

@@ -1,0 +1,1 @@
+"""The receiver's HTTP API: metric queries, traces, logs, health and /metrics."""

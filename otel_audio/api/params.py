@@ -1,0 +1,92 @@
+"""Parsing of query-string values shared by the API routes: times, durations, label matchers.
+
+Times accept what Prometheus' HTTP API accepts, plus relative forms for people typing URLs:
+RFC 3339 (``2026-11-27T10:00:00Z``), Unix seconds (``1795000000.5``), ``now``,
+``now-1h`` and ``now+5m``. Durations: ``250ms``, ``15s``, ``5m``, ``2h``, ``7d``, or plain seconds. Matchers
+use PromQL's label-matcher syntax: ``stage="enhancement"``, ``stage!="load"``,
+``service=~"denoiser-.*"``, ``stage!~"out.*"`` (quotes optional).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+
+from otel_audio.store.query import Matcher
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS_NS = {
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+    "w": 7 * 86400 * 10**9,
+}
+_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
+
+
+class ParamError(ValueError):
+    """A query parameter could not be understood; the message names it and the accepted forms."""
+
+
+def duration_ns(text: str, name: str) -> int:
+    """``15s``, ``5m``, ``250ms`` or plain seconds, as nanoseconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ParamError(f"{name}: expected a duration like 250ms, 15s, 5m, 2h, 7d or seconds, got {text!r}")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS_NS[unit or "s"])
+
+
+def time_ns(text: str | None, name: str, default_ns: int | None = None, now_ns: int | None = None) -> int:
+    """RFC 3339, Unix seconds, ``now``, ``now-<duration>`` or ``now+<duration>``, as Unix nanoseconds."""
+    now = time.time_ns() if now_ns is None else now_ns
+    if text is None or text == "":
+        if default_ns is None:
+            raise ParamError(f"{name}: required")
+        return default_ns
+    value = text.strip()
+    if value == "now":
+        return now
+    if value.startswith("now-"):
+        return now - duration_ns(value[4:], name)
+    if value.startswith("now+"):
+        return now + duration_ns(value[4:], name)
+    try:
+        return int(float(value) * 1e9)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ParamError(
+            f"{name}: expected RFC 3339 (2026-11-27T10:00:00Z), Unix seconds, now or now-1h, got {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ParamError(f"{name}: RFC 3339 time needs a zone (Z or +00:00), got {text!r}")
+    return int(parsed.timestamp() * 1e9)
+
+
+def matchers(values: list[str] | None) -> tuple[Matcher, ...]:
+    """``match`` parameters as :class:`Matcher` objects."""
+    parsed = []
+    for text in values or []:
+        match = _MATCHER.match(text)
+        if not match:
+            raise ParamError(f'match: expected key="value" (or !=, =~, !~), got {text!r}')
+        key, op, value = match.groups()
+        parsed.append(Matcher(key, op, value))
+    return tuple(parsed)
+
+
+def key_values(values: list[str] | None, name: str) -> dict[str, str]:
+    """``k=v`` parameters (span and log attribute filters) as a dict."""
+    out: dict[str, str] = {}
+    for text in values or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ParamError(f"{name}: expected key=value, got {text!r}")
+        out[key.strip()] = value.strip().strip('"')
+    return out

@@ -1,0 +1,131 @@
+"""OTLP/gRPC: the TraceService, MetricsService and LogsService of ``opentelemetry-proto``.
+
+Requests are registered with raw-bytes deserialisation and parsed here, so that an
+undecodable payload gets INVALID_ARGUMENT with a message (grpcio's own deserialiser would
+answer INTERNAL). Refusals follow the OTLP specification: RESOURCE_EXHAUSTED and UNAVAILABLE
+carry a ``google.rpc.RetryInfo`` detail, the signal that lets exporters retry instead of
+dropping data. The standard ``grpc.health.v1`` service reports SERVING while the receiver runs.
+"""
+
+from __future__ import annotations
+
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from otel_audio.processors.base import Signal
+from otel_audio.receiver.auth import GrpcAuthInterceptor, TokenAuth
+from otel_audio.receiver.config import ServerConfig
+from otel_audio.receiver.ingest import Ingestor, Overloaded, Unavailable
+
+# signal -> (service name, request type, response type, partial success type, rejected field)
+SERVICES = {
+    Signal.TRACES: (
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        trace_service_pb2.ExportTraceServiceRequest,
+        trace_service_pb2.ExportTraceServiceResponse,
+        trace_service_pb2.ExportTracePartialSuccess,
+        "rejected_spans",
+    ),
+    Signal.METRICS: (
+        "opentelemetry.proto.collector.metrics.v1.MetricsService",
+        metrics_service_pb2.ExportMetricsServiceRequest,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+        metrics_service_pb2.ExportMetricsPartialSuccess,
+        "rejected_data_points",
+    ),
+    Signal.LOGS: (
+        "opentelemetry.proto.collector.logs.v1.LogsService",
+        logs_service_pb2.ExportLogsServiceRequest,
+        logs_service_pb2.ExportLogsServiceResponse,
+        logs_service_pb2.ExportLogsPartialSuccess,
+        "rejected_log_records",
+    ),
+}
+MAX_ERROR_MESSAGE = 2000
+
+
+def export_response(signal: Signal, rejected: int, message: str) -> Any:
+    """The Export*ServiceResponse for a result; partial_success only when something was rejected."""
+    _service, _request, response_type, partial_type, field = SERVICES[signal]
+    if not rejected and not message:
+        return response_type()
+    partial = partial_type(error_message=message[:MAX_ERROR_MESSAGE], **{field: rejected})
+    return response_type(partial_success=partial)
+
+
+def retry_status(code: int, message: str, retry_after_s: int) -> status_pb2.Status:
+    """A google.rpc.Status carrying RetryInfo, as the OTLP spec asks for retryable refusals."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_after_s)))
+    return status_pb2.Status(code=code, message=message, details=[detail])
+
+
+def _handler(ingestor: Ingestor, signal: Signal) -> grpc.RpcMethodHandler:
+    _service, request_type, _response, _partial, _field = SERVICES[signal]
+
+    def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as exc:
+            ingestor.refuse(signal, "grpc", "invalid")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode {request_type.__name__}: {exc}")
+        try:
+            result = ingestor.export(signal, request, len(raw), "grpc")
+        except Overloaded as exc:
+            status = retry_status(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s)
+            context.abort_with_status(rpc_status.to_status(status))
+        except Unavailable as exc:
+            status = retry_status(code_pb2.UNAVAILABLE, str(exc), exc.retry_after_s)
+            context.abort_with_status(rpc_status.to_status(status))
+        return export_response(signal, result.rejected, result.message).SerializeToString()
+
+    return grpc.unary_unary_rpc_method_handler(export)
+
+
+def build_grpc_server(
+    ingestor: Ingestor, config: ServerConfig, auth: TokenAuth, max_request_bytes: int
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A started-ready (not yet started) gRPC server, its bound port and its health servicer."""
+    interceptors = [GrpcAuthInterceptor(auth, config.auth.public_health)] if auth.enabled else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.grpc_workers, thread_name_prefix="otlp-grpc"),
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ],
+    )
+    handlers = [
+        grpc.method_handlers_generic_handler(name, {"Export": _handler(ingestor, signal)})
+        for signal, (name, *_rest) in SERVICES.items()
+    ]
+    server.add_generic_rpc_handlers(handlers)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", *(service for service, *_rest in SERVICES.values())]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    address = f"{config.host}:{config.grpc_port}"
+    tls = config.tls
+    if tls.cert_file:
+        pairs = [(Path(tls.key_file or "").read_bytes(), Path(tls.cert_file).read_bytes())]
+        ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
+        credentials = grpc.ssl_server_credentials(
+            pairs, root_certificates=ca, require_client_auth=ca is not None
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen for OTLP/gRPC on {address}")
+    return server, port, health_servicer

@@ -1,0 +1,166 @@
+"""Ingest: one decoded OTLP request becomes durable, then flows down the processor chain.
+
+The order is the durability contract: admission (bounded in-flight bytes) -> decode (with
+partial success for what cannot be kept) -> write-ahead log, fsynced -> processor chain ->
+acknowledgement. A request that is acknowledged is therefore on disk and already queryable;
+a request the receiver cannot keep is refused with a retryable status instead:
+
+- over the in-flight byte budget, or the WAL's own queue full: :class:`Overloaded`
+  (gRPC RESOURCE_EXHAUSTED / HTTP 429, with a retry delay);
+- the disk refusing writes: :class:`Unavailable` (gRPC UNAVAILABLE / HTTP 503, retry delay).
+
+Both transports (``grpc_server``, ``http_server``) call :meth:`Ingestor.export`, so they
+behave identically.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from otel_audio.processors.base import Batch, MetricBatch, Signal
+from otel_audio.receiver.batch_codec import decode_batch, encode_batch
+from otel_audio.receiver.cardinality import CardinalityLimiter
+from otel_audio.receiver.chain import ProcessorChain
+from otel_audio.receiver.decode import decode_logs, decode_metrics, decode_traces
+from otel_audio.receiver.selfmon import SelfMetrics
+from otel_audio.store.wal import WalOverloaded, WalUnavailable, WriteAheadLog
+
+
+class Overloaded(Exception):
+    """More arrives than the receiver can absorb right now; the sender should retry later."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(Exception):
+    """The receiver cannot make data durable (disk full, read-only); the sender should retry."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What the reply reports: accepted and rejected item counts, and why items were rejected."""
+
+    accepted: int
+    rejected: int
+    message: str
+
+
+class Ingestor:
+    """Admission, decode, WAL and chain for every export request, from any transport.
+
+    Args:
+        wal: where accepted batches are made durable before the reply.
+        chain: the processors every accepted batch flows through.
+        limiter: per-metric series budgets (partial success beyond them).
+        metrics: self-monitoring counters.
+        max_inflight_bytes: bytes of requests being ingested at once before refusing more.
+        retry_after_s: the delay suggested to senders that are refused.
+    """
+
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        chain: ProcessorChain,
+        limiter: CardinalityLimiter,
+        metrics: SelfMetrics,
+        max_inflight_bytes: int,
+        retry_after_s: int,
+    ) -> None:
+        self._wal = wal
+        self._chain = chain
+        self._limiter = limiter
+        self._metrics = metrics
+        self._max_inflight = max_inflight_bytes
+        self._retry_after_s = retry_after_s
+        self._inflight = 0
+        self._lock = threading.Lock()
+
+    def export(self, signal: Signal, request: Any, size: int, transport: str) -> ExportResult:
+        """Make one decoded request durable and processed; raise to refuse it retryably."""
+        began = time.perf_counter()
+        self._admit(signal, size, transport)
+        try:
+            decoded = self._decode(signal, request)
+            batch = decoded.batch
+            if len(batch):
+                kind, payload = encode_batch(batch)
+                try:
+                    self._wal.append_durable(kind, payload)
+                except WalOverloaded as exc:
+                    self._refused(signal, transport, "overloaded", len(batch) + decoded.rejected)
+                    raise Overloaded(f"write-ahead log queue is full: {exc}", self._retry_after_s) from None
+                except WalUnavailable as exc:
+                    self._refused(signal, transport, "unavailable", len(batch) + decoded.rejected)
+                    raise Unavailable(f"cannot make data durable: {exc}", self._retry_after_s) from None
+                self._chain.process(batch)
+            message = decoded.error_message
+            over_budget = decoded.rejected_over_budget
+            self._metrics.accepted.labels(signal.value).inc(len(batch))
+            if over_budget:
+                self._metrics.rejected.labels(signal.value, "cardinality").inc(over_budget)
+            if decoded.rejected > over_budget:
+                self._metrics.rejected.labels(signal.value, "invalid").inc(decoded.rejected - over_budget)
+            outcome = "partial" if decoded.rejected or message else "ok"
+            self._metrics.requests.labels(signal.value, transport, outcome).inc()
+            self._metrics.ack_seconds.labels(signal.value).observe(time.perf_counter() - began)
+            return ExportResult(len(batch), decoded.rejected, message)
+        finally:
+            with self._lock:
+                self._inflight -= size
+                self._metrics.inflight_bytes.set(self._inflight)
+
+    def refuse(self, signal: Signal, transport: str, outcome: str) -> None:
+        """Count a request refused before it reached :meth:`export` (auth, size, decode)."""
+        self._metrics.requests.labels(signal.value, transport, outcome).inc()
+
+    def _admit(self, signal: Signal, size: int, transport: str) -> None:
+        with self._lock:
+            if self._inflight and self._inflight + size > self._max_inflight:
+                self._refused(signal, transport, "overloaded", 0)
+                raise Overloaded(
+                    f"{self._inflight} bytes already being ingested (limit {self._max_inflight})",
+                    self._retry_after_s,
+                )
+            self._inflight += size
+            self._metrics.inflight_bytes.set(self._inflight)
+
+    def _refused(self, signal: Signal, transport: str, reason: str, items: int) -> None:
+        self._metrics.requests.labels(signal.value, transport, reason).inc()
+        if items:
+            self._metrics.rejected.labels(signal.value, reason).inc(items)
+
+    def _decode(self, signal: Signal, request: Any) -> Any:
+        if signal is Signal.METRICS:
+            return decode_metrics(request, self._limiter)
+        if signal is Signal.TRACES:
+            return decode_traces(request)
+        return decode_logs(request)
+
+    def replay(self) -> int:
+        """Feed every WAL record back through the chain after a restart; returns records replayed."""
+        count = 0
+        for _lsn, kind, payload in self._wal.replay():
+            batch: Batch = decode_batch(kind, payload)
+            if isinstance(batch, MetricBatch):
+                self._restore_series(batch)
+            self._chain.process(batch)
+            count += 1
+        return count
+
+    def _restore_series(self, batch: MetricBatch) -> None:
+        """Series admitted before the restart stay admitted, so budgets survive restarts."""
+        series = batch.series.select(["metric", "series_id"]).to_pydict()
+        by_metric: dict[str, list[int]] = {}
+        for metric, sid in zip(series["metric"], series["series_id"], strict=True):
+            by_metric.setdefault(metric, []).append(sid)
+        for metric, ids in by_metric.items():
+            self._limiter.restore(metric, ids)

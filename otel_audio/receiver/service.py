@@ -1,0 +1,212 @@
+"""The receiver process: wires config, WAL, processor chain, OTLP transports and the API together.
+
+Start order makes "acknowledged" mean "durable and queryable": open the WAL, build the chain,
+replay the WAL into it, and only then open the ports. Stop order drains: mark health
+NOT_SERVING, stop accepting and let in-flight requests finish, stop the ticker, close the chain
+(processors flush), close the WAL (last fsync).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from otel_audio.receiver.auth import TokenAuth
+from otel_audio.receiver.cardinality import CardinalityLimiter
+from otel_audio.receiver.chain import ChainContext, ProcessorChain, build_chain, register
+from otel_audio.receiver.config import ConfigError, ReceiverConfig
+from otel_audio.receiver.grpc_server import build_grpc_server
+from otel_audio.receiver.http_server import build_otlp_http_app
+from otel_audio.receiver.ingest import Ingestor
+from otel_audio.receiver.selfmon import SelfMetrics, SelfMonitor
+from otel_audio.store.memory import MemoryStore
+from otel_audio.store.query import QueryEngine
+from otel_audio.store.wal import WriteAheadLog
+
+_log = logging.getLogger(__name__)
+
+
+@register("store")
+def _store(options: dict[str, Any], context: ChainContext) -> MemoryStore:
+    if options:
+        raise ConfigError(f"processors.store: takes no options yet, got {sorted(options)}")
+    return context.shared["store"]
+
+
+@register("selfmon")
+def _selfmon(options: dict[str, Any], context: ChainContext) -> SelfMonitor:
+    if options:
+        raise ConfigError(f"processors.selfmon: takes no options, got {sorted(options)}")
+    shared = context.shared
+
+    def refresh() -> None:
+        wal, store, metrics = shared["wal"], shared["store"], context.metrics
+        stats = wal.stats()
+        metrics.wal_lag.set(max(stats["last_lsn"] - stats["durable_lsn"], 0))
+        metrics.wal_bytes.set(stats["total_bytes"])
+        for kind, figures in store.stats().items():
+            if isinstance(figures, dict):
+                metrics.stored_rows.labels(kind).set(figures.get("rows", 0))
+                metrics.stored_bytes.labels(kind).set(figures.get("bytes", 0))
+
+    return SelfMonitor(context.metrics, refresh)
+
+
+class _Uvicorn(uvicorn.Server):
+    """A uvicorn server on a socket bound up front (so port 0 works), run on its own thread."""
+
+    def __init__(self, app: Any, host: str, port: int, ssl: dict[str, str]) -> None:
+        super().__init__(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **ssl))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((host, port))
+        self.port = self.socket.getsockname()[1]
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+    def start(self) -> None:
+        self.thread.start()
+        if not self.ready.wait(30):
+            raise RuntimeError("HTTP server did not start within 30 s")
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self.thread.join(10)
+        self.socket.close()
+
+
+class Receiver:
+    """One receiver: ``start()``, use the bound ports, ``stop()``.
+
+    Args:
+        config: the loaded configuration; ports may be 0 to pick free ones (tests).
+    """
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.config = config
+        tls = config.server.tls
+        if bool(tls.cert_file) != bool(tls.key_file):
+            raise ConfigError("server.tls: cert_file and key_file must be set together")
+        self.metrics = SelfMetrics()
+        self.auth = TokenAuth(config.server.auth.tokens)
+        self.data_dir = Path(config.storage.data_dir)
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._servers: list[_Uvicorn] = []
+        self._grpc: Any = None
+        self._health: Any = None
+        self._ticker: threading.Thread | None = None
+        self.grpc_port = self.http_port = self.api_port = 0
+
+    def start(self) -> None:
+        """Open storage, replay the WAL, then listen; returns once every port accepts."""
+        config = self.config
+        self.store = MemoryStore()
+        self.query = QueryEngine(self.store)
+        shared: dict[str, Any] = {"store": self.store}
+        self.chain: ProcessorChain = build_chain(
+            config.processors, ChainContext(str(self.data_dir), self.metrics, shared)
+        )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        wal_config = config.storage.wal
+        self.wal = WriteAheadLog(
+            self.data_dir / "wal",
+            fsync=wal_config.fsync,
+            fsync_interval_ms=wal_config.fsync_interval_ms,
+            segment_bytes=wal_config.segment_bytes,
+        )
+        shared["wal"] = self.wal
+        self.ingestor = Ingestor(
+            self.wal,
+            self.chain,
+            CardinalityLimiter(config.limits.max_series_per_metric),
+            self.metrics,
+            config.limits.max_inflight_bytes,
+            config.limits.retry_after_s,
+        )
+        replayed = self.ingestor.replay()
+        _log.info("replayed %d WAL records from %s", replayed, self.data_dir / "wal")
+        self._listen()
+        self._ticker = threading.Thread(target=self._tick_loop, name="receiver-ticker", daemon=True)
+        self._ticker.start()
+        self.ready.set()
+
+    def _listen(self) -> None:
+        from otel_audio.api.app import build_api_app
+
+        server, limits = self.config.server, self.config.limits
+        self._grpc, self.grpc_port, self._health = build_grpc_server(
+            self.ingestor, server, self.auth, limits.max_request_bytes
+        )
+        self._grpc.start()
+        ssl = (
+            {"ssl_certfile": server.tls.cert_file, "ssl_keyfile": server.tls.key_file}
+            if server.tls.cert_file
+            else {}
+        )
+        otlp_http = _Uvicorn(
+            build_otlp_http_app(self.ingestor, self.auth, limits.max_request_bytes),
+            server.host,
+            server.http_port,
+            ssl,
+        )
+        api = _Uvicorn(build_api_app(self), server.host, server.api_port, ssl)
+        for each in (otlp_http, api):
+            each.start()
+            self._servers.append(each)
+        self.http_port, self.api_port = otlp_http.port, api.port
+        if not self.auth.enabled and server.host not in ("127.0.0.1", "::1", "localhost"):
+            _log.warning("listening on %s without authentication: set server.auth.tokens", server.host)
+
+    def _tick_loop(self) -> None:
+        interval = self.config.tick_interval_s
+        while not self._stop.wait(interval):
+            self.chain.tick(time.time_ns())
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Drain and shut down: no acknowledged data is lost."""
+        self.ready.clear()
+        if self._health is not None:
+            self._health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            self._grpc.stop(grace_s).wait(grace_s + 1)
+        for each in self._servers:
+            each.stop()
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(5)
+        self.chain.close()
+        self.wal.close()
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then drain and stop."""
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        print(
+            f"otel-audio receiver: OTLP gRPC {self.config.server.host}:{self.grpc_port}, "
+            f"OTLP HTTP :{self.http_port}, API http://{self.config.server.host}:{self.api_port} "
+            f"(data in {os.fspath(self.data_dir)})",
+            flush=True,
+        )
+        stop.wait()
+        self.stop()
+
+    @property
+    def serving(self) -> bool:
+        """True while every port accepts data (readiness)."""
+        return self.ready.is_set()
