@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m otel_audio.cli demo
+	$(PY) -m otel_audio.cli demo --serve
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

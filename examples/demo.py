@@ -6,7 +6,7 @@ factors, SNR improvement, quality index and errors by type. ``--endpoint`` expor
 to a real collector or receiver instead, and the summary is then read from a local copy of
 the spans.
 
-Run from the repository root: ``otel-audio demo`` (or ``make demo``, or ``python -m examples.demo``).
+Run from the repository root: ``otel-audio demo`` (``make demo`` runs ``otel-audio demo --serve``).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from examples import enhance_pipeline
 from examples.enhance_pipeline import PIPELINE_NAME, STAGES, Faults, FileResult
 from otel_audio import semconv
 
-NOT_BUILT = (
-    "the receiver (otel-audio serve) is not built yet; telemetry goes to an in-memory exporter "
-    "and is summarised here"
+IN_MEMORY = (
+    "no endpoint given: telemetry goes to an in-memory exporter and is summarised here "
+    "(otel-audio demo --serve runs it through a receiver instead)"
 )
 
 
@@ -47,12 +47,16 @@ def run_demo(
     output_dir: str | None = None,
     seed: int = 0,
     out: TextIO = sys.stdout,
+    shutdown: bool = True,
 ) -> int:
-    """Configure telemetry, run the pipeline on ``files`` generated files, print the summary."""
+    """Configure telemetry, run the pipeline on ``files`` generated files, print the summary.
+
+    With ``shutdown=False`` the providers stay up (flushed), for a caller that keeps running.
+    """
     spans = InMemorySpanExporter()
     reader: InMemoryMetricReader | None = None
     if endpoint is None:
-        print(f"note: {NOT_BUILT}.", file=out)
+        print(f"note: {IN_MEMORY}.", file=out)
         reader = InMemoryMetricReader()
         telemetry = otel_audio.configure(
             "otel-audio-demo",
@@ -99,8 +103,39 @@ def run_demo(
     elif endpoint is not None:
         print(f"warning: export to {endpoint} did not complete; is a collector listening there?", file=out)
     out.flush()  # the exporters may retry for a while during shutdown; show the summary first
-    telemetry.shutdown()
+    if shutdown:
+        telemetry.shutdown()
     return 0
+
+
+def receiver_summary(api: str) -> str:
+    """What the receiver holds after the run, read back through its HTTP API."""
+    import requests
+
+    def get(path: str, **params: Any) -> Any:
+        return requests.get(f"{api}{path}", params=params, timeout=30).json()
+
+    metrics = [m["name"] for m in get("/api/v1/metrics")["metrics"] if m["name"].startswith("audio.")]
+    traces = get("/api/v1/traces", service="otel-audio-demo", limit=1000)["traces"]
+    p95 = get(
+        "/api/v1/query_range",
+        metric=semconv.STAGE_DURATION.name,
+        agg="p95",
+        group_by=semconv.AUDIO_STAGE,
+        step="1h",
+        start="now-1h",
+        end="now+1m",
+    )
+    lines = [
+        f"the receiver at {api} holds {len(traces)} traces of otel-audio-demo "
+        f"and {len(metrics)} audio.* metrics",
+        "stage p95 latency from the receiver's merged exponential histograms "
+        f"(GET {api}/api/v1/query_range?metric={semconv.STAGE_DURATION.name}&agg=p95&group_by=audio.stage):",
+    ]
+    for series in sorted(p95.get("series", []), key=lambda s: s["labels"].get(semconv.AUDIO_STAGE, "")):
+        value = series["points"][-1][1] if series["points"] else float("nan")
+        lines.append(f"  {series['labels'].get(semconv.AUDIO_STAGE, '?'):<18} {value * 1000:8.2f} ms")
+    return "\n".join(lines)
 
 
 def summary(

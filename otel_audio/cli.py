@@ -5,9 +5,9 @@ Commands available now:
 - ``otel-audio serve [--config FILE] [--data-dir DIR]``: run the receiver (OTLP gRPC 4317,
   OTLP HTTP 4318, API 8080 on 127.0.0.1 by default) until SIGTERM or Ctrl-C.
 - ``otel-audio demo``: run the instrumented example pipeline (``examples/`` of a source
-  checkout) on generated noisy speech and print a summary of its telemetry. Until the
-  receiver exists the telemetry stays in memory; ``--endpoint URL`` exports it over OTLP to a
-  collector instead.
+  checkout) on generated noisy speech and print a summary of its telemetry. By default the
+  telemetry stays in memory; ``--serve`` starts a receiver and exports to it (what ``make demo``
+  runs); ``--endpoint URL`` exports over OTLP to a collector instead.
 - ``otel-audio semconv``: print the semantic-conventions tables (``docs/semantic-conventions.md``).
 - ``otel-audio --version``.
 
@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from otel_audio import semconv
 from otel_audio.version import __version__
@@ -67,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--output", metavar="DIR", help="keep the enhanced WAV files in DIR")
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated audio and faults")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="start a receiver (embedded store) in this process, export to it, query it back through "
+        "its API, and keep serving until Ctrl-C",
+    )
+    demo.add_argument("--once", action="store_true", help="with --serve: stop after the pipeline run")
+    demo.add_argument(
+        "--data-dir", default="./otel-audio-data", help="with --serve: the receiver's data directory"
+    )
     demo.set_defaults(handler=_demo)
 
     serve = commands.add_parser(
@@ -104,11 +116,64 @@ def _demo(args: argparse.Namespace) -> int:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     demo = importlib.import_module("examples.demo")
+    if args.serve:
+        return _demo_with_receiver(demo, args)
     return int(
         demo.run_demo(
             args.files, endpoint=args.endpoint, faults=args.faults, output_dir=args.output, seed=args.seed
         )
     )
+
+
+def _demo_with_receiver(demo: Any, args: argparse.Namespace) -> int:
+    """The pipeline exporting over OTLP to a receiver started here, then read back through its API."""
+    import threading
+
+    from otel_audio.receiver.config import load_config
+    from otel_audio.receiver.service import Receiver
+
+    receiver = Receiver(load_config(None, storage__data_dir=args.data_dir))
+    try:
+        receiver.start()
+    except OSError as exc:  # the default ports are taken, e.g. by another receiver: use free ones
+        print(f"note: default ports unavailable ({exc}); using free ports", flush=True)
+        receiver = Receiver(
+            load_config(
+                None,
+                storage__data_dir=args.data_dir,
+                server__grpc_port=0,
+                server__http_port=0,
+                server__api_port=0,
+            )
+        )
+        receiver.start()
+    api = f"http://{receiver.config.server.host}:{receiver.api_port}"
+    print(f"receiver started: OTLP gRPC :{receiver.grpc_port}, OTLP HTTP :{receiver.http_port}, API {api}")
+    try:
+        demo.run_demo(
+            args.files,
+            endpoint=f"http://127.0.0.1:{receiver.grpc_port}",
+            faults=args.faults,
+            output_dir=args.output,
+            seed=args.seed,
+            shutdown=False,
+        )
+        print(demo.receiver_summary(api), flush=True)
+        if not args.once:
+            print(f"serving at {api} until Ctrl-C (try {api}/api/v1/metrics)", flush=True)
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                stop.wait()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        import otel_audio
+
+        # configure() is idempotent: this is the demo's telemetry, shut down before its receiver.
+        otel_audio.configure().shutdown()
+        receiver.stop()
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def test_demo_runs_in_memory_and_prints_a_summary_of_every_stage():
     done = otel_audio_cmd("demo", "--files", "3")
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "the receiver (otel-audio serve) is not built yet" in out
+    assert "no endpoint given: telemetry goes to an in-memory exporter" in out
     assert "in-memory exporter" in out
     assert "files processed: 3" in out
     for stage in ("load_audio", "quality_analysis", "enhancement", "validation", "output"):
@@ -41,7 +41,7 @@ def test_demo_runs_in_memory_and_prints_a_summary_of_every_stage():
 def test_demo_exports_over_otlp_when_given_an_endpoint(otlp_sink):
     done = otel_audio_cmd("demo", "--files", "2", "--endpoint", otlp_sink.grpc_endpoint)
     assert done.returncode == 0, done.stderr
-    assert "not built yet" not in done.stdout
+    assert "in-memory exporter" not in done.stdout
     names = [span.name for _r, _s, span in otlp_sink.spans()]
     assert names.count("enhancement") == 2 and names.count("speech_enhancement") == 2
     ids = {attributes(span.attributes).get("audio.id") for _r, _s, span in otlp_sink.spans()}
@@ -96,3 +96,14 @@ def test_cli_imports_no_receiver_side_module():
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_demo_with_a_receiver_exports_to_it_and_reads_the_data_back(tmp_path):
+    done = otel_audio_cmd("demo", "--serve", "--once", "--files", "2", "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 0, done.stderr
+    assert "receiver started: OTLP gRPC" in done.stdout
+    assert "holds 2 traces of otel-audio-demo and 15 audio.* metrics" in done.stdout
+    for stage in ("load_audio", "quality_analysis", "enhancement", "validation", "output"):
+        assert f"  {stage}" in done.stdout
+    assert "Failed to export" not in done.stderr
+    assert (tmp_path / "data" / "wal").is_dir()
