@@ -116,3 +116,26 @@ def test_shipped_example_config_loads(tmp_path):
     example = Path(__file__).resolve().parents[1] / "collector-config" / "otel-audio.yaml"
     config = load_config(example)
     assert config.server.host == "127.0.0.1"
+
+
+def test_a_port_in_use_fails_start_cleanly_and_frees_the_data_dir(start_receiver, tmp_path):
+    import socket
+
+    from otel_audio.receiver.config import load_config
+    from otel_audio.receiver.service import Receiver
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = load_config(
+            None,
+            storage__data_dir=str(tmp_path / "d"),
+            server__grpc_port=0,
+            server__http_port=0,
+            server__api_port=busy.getsockname()[1],
+        )
+        with pytest.raises(OSError):
+            Receiver(config).start()
+    # The WAL was closed: a new receiver on the same directory starts and serves.
+    receiver = start_receiver(data_dir=tmp_path / "d")
+    assert receiver.serving

@@ -29,6 +29,7 @@ from otel_audio.receiver.ingest import Ingestor
 from otel_audio.receiver.selfmon import SelfMetrics, SelfMonitor
 from otel_audio.store.memory import MemoryStore
 from otel_audio.store.query import QueryEngine
+from otel_audio.store.state import StateDB
 from otel_audio.store.wal import WriteAheadLog
 
 _log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class Receiver:
             segment_bytes=wal_config.segment_bytes,
         )
         shared["wal"] = self.wal
+        self.state = StateDB(self.data_dir)  # small transactional state: alerts, silences, outbox
+        shared["state"] = self.state
         self.ingestor = Ingestor(
             self.wal,
             self.chain,
@@ -139,7 +142,12 @@ class Receiver:
         )
         replayed = self.ingestor.replay()
         _log.info("replayed %d WAL records from %s", replayed, self.data_dir / "wal")
-        self._listen()
+        try:
+            self._listen()
+        except BaseException:
+            self._close_listeners(0)
+            self._close_storage()
+            raise
         self._ticker = threading.Thread(target=self._tick_loop, name="receiver-ticker", daemon=True)
         self._ticker.start()
         self.ready.set()
@@ -181,15 +189,22 @@ class Receiver:
         self.ready.clear()
         if self._health is not None:
             self._health.enter_graceful_shutdown()
+        self._close_listeners(grace_s)
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(5)
+        self._close_storage()
+
+    def _close_listeners(self, grace_s: float) -> None:
         if self._grpc is not None:
             self._grpc.stop(grace_s).wait(grace_s + 1)
         for each in self._servers:
             each.stop()
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join(5)
+
+    def _close_storage(self) -> None:
         self.chain.close()
         self.wal.close()
+        self.state.close()
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then drain and stop."""
