@@ -94,3 +94,26 @@ def test_concurrent_admission_never_exceeds_the_budget() -> None:
     assert sum(admitted) == 100
     assert limiter.series_count("m") == 100
     assert limiter.rejected_points("m") == 8 * 1000 - 100
+
+
+def test_idle_series_free_their_slot_after_the_idle_timeout():
+    second = 10**9
+    limiter = CardinalityLimiter(max_series_per_metric=2, idle_ns=60 * second)
+    limiter.tick(1_000 * second)
+    assert limiter.admit("m", np.array([1, 2], dtype=np.uint64)).all()
+    assert not limiter.admit("m", np.array([3], dtype=np.uint64)).any()
+    limiter.tick(1_030 * second)
+    assert limiter.admit("m", np.array([2], dtype=np.uint64)).all()  # series 2 is still active
+    assert limiter.tick(1_070 * second) == 1  # series 1 was last seen at 1000 s: freed
+    assert limiter.admit("m", np.array([3], dtype=np.uint64)).all()
+    assert limiter.series_count("m") == 2
+
+
+def test_restored_series_count_as_seen_at_the_first_tick():
+    second = 10**9
+    limiter = CardinalityLimiter(max_series_per_metric=1, idle_ns=60 * second)
+    limiter.restore("m", [7])
+    assert limiter.tick(5_000 * second) == 0
+    assert not limiter.admit("m", np.array([8], dtype=np.uint64)).any()
+    assert limiter.tick(5_061 * second) == 1
+    assert limiter.admit("m", np.array([8], dtype=np.uint64)).all()

@@ -83,7 +83,8 @@ class LimitsConfig:
     """Bounds that keep one sender from taking the receiver down."""
 
     max_request_bytes: int = 16 * 1024 * 1024  # after decompression
-    max_series_per_metric: int = 10_000
+    max_series_per_metric: int = 10_000  # active series: silent ones free their slot after series_idle_s
+    series_idle_s: int = 3600
     max_inflight_bytes: int = 256 * 1024 * 1024  # beyond this, exporters are told to retry later
     retry_after_s: int = 5
 
@@ -119,6 +120,7 @@ _MINIMUMS = {
     "grpc_workers": 1,
     "fsync_interval_ms": 1,
     "retry_after_s": 1,
+    "series_idle_s": 1,
 }
 
 

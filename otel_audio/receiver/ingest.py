@@ -118,6 +118,10 @@ class Ingestor:
                 self._inflight -= size
                 self._metrics.inflight_bytes.set(self._inflight)
 
+    def tick(self, now_unix_nano: int) -> None:
+        """Time-driven housekeeping: series silent past the idle timeout free their budget slots."""
+        self._limiter.tick(now_unix_nano)
+
     def refuse(self, signal: Signal, transport: str, outcome: str) -> None:
         """Count a request refused before it reached :meth:`export` (auth, size, decode)."""
         self._metrics.requests.labels(signal.value, transport, outcome).inc()

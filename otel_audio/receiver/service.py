@@ -135,7 +135,7 @@ class Receiver:
         self.ingestor = Ingestor(
             self.wal,
             self.chain,
-            CardinalityLimiter(config.limits.max_series_per_metric),
+            CardinalityLimiter(config.limits.max_series_per_metric, config.limits.series_idle_s * 10**9),
             self.metrics,
             config.limits.max_inflight_bytes,
             config.limits.retry_after_s,
@@ -182,7 +182,9 @@ class Receiver:
     def _tick_loop(self) -> None:
         interval = self.config.tick_interval_s
         while not self._stop.wait(interval):
-            self.chain.tick(time.time_ns())
+            now = time.time_ns()
+            self.ingestor.tick(now)
+            self.chain.tick(now)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Drain and shut down: no acknowledged data is lost."""
