@@ -8,10 +8,11 @@ is a separate router in a later module; these are otel-audio's own shapes.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated, Any
 
 import pyarrow as pa
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from otel_audio.api import params
 from otel_audio.store.query import LogQuery, SpanQuery
@@ -38,17 +39,17 @@ def rows(table: pa.Table) -> list[dict[str, Any]]:
     return out
 
 
-def _span_query(
-    service: str | None,
-    operation: str | None,
-    start: str | None,
-    end: str | None,
-    min_duration: str | None,
-    max_duration: str | None,
-    status: str | None,
-    attr: list[str] | None,
-    limit: int,
+def span_filters(
+    service: str | None = None,
+    operation: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    min_duration: str | None = None,
+    max_duration: str | None = None,
+    status: str | None = None,
+    attr: Annotated[list[str] | None, Query(description="attribute filters key=value")] = None,
 ) -> SpanQuery:
+    """The span filters shared by span and trace search (a FastAPI dependency); limit set by the route."""
     if status is not None and status.lower() not in _STATUS:
         raise params.ParamError(f"status: expected one of {', '.join(_STATUS)}, got {status!r}")
     return SpanQuery(
@@ -60,47 +61,27 @@ def _span_query(
         max_duration_ns=params.duration_ns(max_duration, "max_duration") if max_duration else None,
         status_code=_STATUS[status.lower()] if status else None,
         attributes=params.key_values(attr, "attr"),
-        limit=limit,
     )
 
 
 @router.get("/spans", summary="Spans matching service, operation, time, duration, status and attributes")
 def search_spans(
     request: Request,
-    service: str | None = None,
-    operation: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    min_duration: str | None = None,
-    max_duration: str | None = None,
-    status: str | None = None,
-    attr: Annotated[list[str] | None, Query(description="attribute filters key=value")] = None,
+    filters: Annotated[SpanQuery, Depends(span_filters)],
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> dict[str, Any]:
-    query = _span_query(service, operation, start, end, min_duration, max_duration, status, attr, limit)
-    return {"spans": rows(_engine(request).search_spans(query))}
+    return {"spans": rows(_engine(request).search_spans(replace(filters, limit=limit)))}
 
 
 @router.get("/traces", summary="Traces with at least one span matching the filters, newest first")
 def search_traces(
     request: Request,
-    service: str | None = None,
-    operation: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    min_duration: str | None = None,
-    max_duration: str | None = None,
-    status: str | None = None,
-    attr: Annotated[list[str] | None, Query(description="attribute filters key=value")] = None,
+    filters: Annotated[SpanQuery, Depends(span_filters)],
     limit: Annotated[int, Query(ge=1, le=1_000)] = 20,
 ) -> dict[str, Any]:
-    query = _span_query(service, operation, start, end, min_duration, max_duration, status, attr, limit)
     engine = _engine(request)
-    return {
-        "traces": [
-            {"trace_id": tid, "spans": rows(engine.get_trace(tid))} for tid in engine.search_traces(query)
-        ]
-    }
+    trace_ids = engine.search_traces(replace(filters, limit=limit))
+    return {"traces": [{"trace_id": tid, "spans": rows(engine.get_trace(tid))} for tid in trace_ids]}
 
 
 @router.get("/traces/{trace_id}", summary="Every span of one trace, in start order")
