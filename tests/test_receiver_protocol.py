@@ -297,3 +297,20 @@ def test_query_errors_are_400_with_a_message(start_receiver):
     assert "unknown metric 'nope'" in reply.json()["error"]
     bad_step = api(receiver, "/api/v1/query_range", metric="nope", step="fast")
     assert bad_step.status_code == 400 and "step" in bad_step.json()["error"]
+
+
+def test_openapi_document_lists_every_route(start_receiver):
+    receiver = start_receiver()
+    paths = set(api(receiver, "/openapi.json").json()["paths"])
+    assert {
+        "/api/v1/metrics",
+        "/api/v1/series",
+        "/api/v1/query_range",
+        "/api/v1/spans",
+        "/api/v1/traces",
+        "/api/v1/traces/{trace_id}",
+        "/api/v1/logs",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    } <= paths
