@@ -50,7 +50,7 @@ from otel_audio.processors.base import (
     canonical_json,
     series_id,
 )
-from otel_audio.receiver import decode
+from otel_audio.receiver import decode, decoded, otlp_values
 from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.decode import (
     MAX_ERRORS,
@@ -157,7 +157,7 @@ def test_any_value_bytes_become_base64() -> None:
     )
 )
 def test_the_module_encoder_is_processors_canonical_json(attributes: dict) -> None:
-    assert decode._canonical(attributes) == canonical_json(attributes)
+    assert otlp_values.canonical(attributes) == canonical_json(attributes)
 
 
 # ---------------------------------------------------------------- metric types
@@ -380,7 +380,7 @@ def test_series_id_is_processors_series_id_of_the_documented_parts() -> None:
 def test_series_id_is_stable_across_decodes_and_cleared_caches() -> None:
     first = only(decoded_metrics(gauge("g", point(stage="x"))).batch.points)["series_id"]
     decode._series_cache.clear()
-    decode._attr_json_cache.clear()
+    otlp_values._attr_json_cache.clear()
     assert only(decoded_metrics(gauge("g", point(stage="x"))).batch.points)["series_id"] == first
 
 
@@ -514,7 +514,7 @@ def test_error_lines_are_capped_but_every_refusal_counted() -> None:
 
 def test_error_message_is_joined_and_cut() -> None:
     d = Decoded(batch=None, rejected=2, errors=["a", "b" * 5000])
-    assert d.error_message.startswith("a; bbb") and len(d.error_message) == decode.MAX_ERROR_MESSAGE
+    assert d.error_message.startswith("a; bbb") and len(d.error_message) == decoded.MAX_ERROR_MESSAGE
 
 
 def test_empty_request_gives_empty_tables() -> None:
@@ -833,7 +833,7 @@ def test_extreme_field_values_are_kept_or_refused_never_raised(
 
 
 def test_decoding_from_several_threads_with_a_churning_cache_gives_stable_ids(monkeypatch) -> None:
-    monkeypatch.setattr(decode, "_CACHE_SIZE", 8)
+    monkeypatch.setattr(otlp_values, "CACHE_SIZE", 8)
     request = metrics_request(gauge("g", *[point(stage=f"s{i}") for i in range(50)]))
     expected = decode_metrics(request, CardinalityLimiter(100)).batch.points.column("series_id").to_pylist()
     results: list[list[int]] = []

@@ -44,182 +44,43 @@ before costs one dict lookup. Decoding is safe to call from several threads at o
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import math
-import threading
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from otel_audio.processors.base import (
     EXEMPLARS_SCHEMA,
-    LOGS_SCHEMA,
     POINTS_SCHEMA,
     SERIES_SCHEMA,
-    SPANS_SCHEMA,
-    LogBatch,
     MetricBatch,
     MetricType,
-    SpanBatch,
     Temporality,
     series_id,
 )
 from otel_audio.receiver.cardinality import CardinalityLimiter
+from otel_audio.receiver.decode_spans import decode_logs, decode_traces
+from otel_audio.receiver.decoded import I64_MAX, MAX_ERRORS, Decoded, Errors, rows_table
+from otel_audio.receiver.otlp_values import (
+    any_value,
+    attribute_key,
+    attributes_dict,
+    attributes_json,
+    cached_attributes_json,
+    resource_identity,
+    scope_identity,
+    store_bounded,
+)
 
-BatchT = TypeVar("BatchT", MetricBatch, SpanBatch, LogBatch)
-
-MAX_ERRORS = 16  # distinct messages kept per request; the rest are summarised in one line
-MAX_ERROR_MESSAGE = 2048  # characters of Decoded.error_message
-
-_I64_MAX = 2**63 - 1
-_NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
-_ZERO_TRACE = bytes(16)
-_ZERO_SPAN = bytes(8)
-_TEMPORALITY = {1: Temporality.DELTA.value, 2: Temporality.CUMULATIVE.value}
-_CACHE_SIZE = 1 << 17  # entries per cache (attribute JSON; series ids)
-
-
-@dataclass(frozen=True)
-class Decoded(Generic[BatchT]):
-    """One decoded request: the batch of accepted items, the count refused, and why.
-
-    ``rejected`` goes into ``partial_success.rejected_data_points`` / ``rejected_spans`` /
-    ``rejected_log_records``; :attr:`error_message` into ``partial_success.error_message``.
-    ``errors`` holds at most ``MAX_ERRORS + 1`` lines.
-    """
-
-    batch: BatchT
-    rejected: int
-    errors: list[str]
-    rejected_over_budget: int = 0  # the part of ``rejected`` refused by the series budget
-
-    @property
-    def error_message(self) -> str:
-        """The errors joined with "; ", cut to ``MAX_ERROR_MESSAGE`` characters."""
-        text = "; ".join(self.errors)
-        return text if len(text) <= MAX_ERROR_MESSAGE else text[: MAX_ERROR_MESSAGE - 3] + "..."
-
-
-class _Errors:
-    """Refusal counter and the first few messages of one request."""
-
-    def __init__(self) -> None:
-        self.rejected = 0
-        self.over_budget = 0
-        self.messages: list[str] = []
-        self.problems = 0
-
-    def add(self, message: str, items: int = 1) -> None:
-        self.rejected += items
-        self.problems += 1
-        if len(self.messages) < MAX_ERRORS:
-            self.messages.append(message)
-
-    def lines(self) -> list[str]:
-        extra = self.problems - len(self.messages)
-        return [*self.messages, f"and {extra} more problems"] if extra else list(self.messages)
-
-
-# ---------------------------------------------------------------- attribute values
-
-
-# processors.base.canonical_json with its encoder built once: json.dumps builds a new encoder on
-# every call with non-default options, which costs more than encoding a small attribute set.
-# tests/test_decode.py checks the two agree.
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
-def _nonfinite(value: float) -> str:
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-
-
-def any_value(value: Any) -> Any:
-    """An OTLP AnyValue as a JSON-able Python value (see the module docstring)."""
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "double_value":
-        number = value.double_value
-        return number if math.isfinite(number) else _nonfinite(number)
-    if kind == "array_value":
-        return [any_value(item) for item in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
-    if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode("ascii")
-    return None
-
-
-def attributes_dict(attributes: Any) -> dict[str, Any]:
-    """A repeated KeyValue as a dict (a repeated key: the last one wins)."""
-    return {kv.key: any_value(kv.value) for kv in attributes}
-
-
-def attributes_json(attributes: Any) -> str:
-    """A repeated KeyValue as canonical JSON."""
-    return _canonical({kv.key: any_value(kv.value) for kv in attributes}) if attributes else "{}"
-
-
-# Point attribute sets repeat from request to request (one point per series per export), so their
-# JSON and series ids are cached by the serialized attribute bytes. When full, the older half of
-# a cache is dropped (dicts keep insertion order): a bound with no bookkeeping per hit.
-_attr_json_cache: dict[bytes, str] = {}
+# The series id of a point attribute set, per metric context, cached like the attribute JSON.
 _series_cache: dict[tuple[str, bytes], tuple[int, str]] = {}
-_serialize = KeyValue.SerializeToString
-_evicting = threading.Lock()
 
-
-def _attr_key(attributes: Any) -> bytes:
-    return b"".join(map(_serialize, attributes)) if attributes else b""
-
-
-def _store(cache: dict, key: Any, value: Any) -> None:
-    if len(cache) >= _CACHE_SIZE:
-        with _evicting:  # decode runs on several transport threads at once
-            for old in list(cache)[: len(cache) - _CACHE_SIZE // 2]:
-                cache.pop(old, None)
-    cache[key] = value
-
-
-def _cached_attributes_json(attributes: Any, key: bytes | None = None) -> str:
-    if not attributes:
-        return "{}"
-    if key is None:
-        key = _attr_key(attributes)
-    text = _attr_json_cache.get(key)
-    if text is None:
-        text = attributes_json(attributes)
-        _store(_attr_json_cache, key, text)
-    return text
-
-
-def scope_identity(scope: Any) -> str:
-    """The scope part of a series id: canonical JSON of {name, version, attributes}."""
-    return _canonical(
-        {"name": scope.name, "version": scope.version, "attributes": attributes_dict(scope.attributes)}
-    )
-
-
-def _resource(resource: Any) -> tuple[str, str]:
-    """(canonical JSON of the resource attributes, service.name or "unknown_service")."""
-    attrs = attributes_dict(resource.attributes)
-    service = attrs.get("service.name")
-    return _canonical(attrs), service if isinstance(service, str) and service else "unknown_service"
-
-
-# ---------------------------------------------------------------- metrics
+_NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+_TEMPORALITY = {1: Temporality.DELTA.value, 2: Temporality.CUMULATIVE.value}
 
 
 @dataclass(frozen=True)
@@ -263,7 +124,7 @@ class _MetricsBuilder:
 
     def row(self, ctx: _MetricContext, attributes: Any) -> int:
         """Row of the series of a point with ``attributes`` in the metric ``ctx``."""
-        attr_key = b"".join(map(_serialize, attributes))
+        attr_key = attribute_key(attributes)
         hit = _series_cache.get((ctx.key, attr_key)) or self._identify(ctx, attributes, attr_key)
         index = self.row_of.get(hit[0])
         if index is None:
@@ -275,9 +136,9 @@ class _MetricsBuilder:
 
     @staticmethod
     def _identify(ctx: _MetricContext, attributes: Any, attr_key: bytes) -> tuple[int, str]:
-        attrs = _cached_attributes_json(attributes, attr_key)
+        attrs = cached_attributes_json(attributes, attr_key)
         hit = (series_id(ctx.metric, ctx.resource, ctx.scope, attrs), attrs)
-        _store(_series_cache, (ctx.key, attr_key), hit)
+        store_bounded(_series_cache, (ctx.key, attr_key), hit)
         return hit
 
     def add_exemplars(self, row: int, exemplars: Any) -> None:
@@ -288,27 +149,27 @@ class _MetricsBuilder:
             self.exemplars.append(
                 (
                     row,
-                    time if time <= _I64_MAX else None,
+                    time if time <= I64_MAX else None,
                     value,
                     ex.trace_id.hex(),
                     ex.span_id.hex(),
-                    _cached_attributes_json(ex.filtered_attributes),
+                    cached_attributes_json(ex.filtered_attributes),
                 )
             )
 
 
-def _times_ok(p: Any, i: int, errs: _Errors, where: Any) -> bool:
-    if (p.time_unix_nano | p.start_time_unix_nano) <= _I64_MAX:
+def _times_ok(p: Any, i: int, errs: Errors, where: Any) -> bool:
+    if (p.time_unix_nano | p.start_time_unix_nano) <= I64_MAX:
         return True
     errs.add(f"{where()}.data_points[{i}]: time_unix_nano or start_time_unix_nano beyond int64 nanoseconds")
     return False
 
 
-def _numbers(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _Errors, where: Any) -> None:
+def _numbers(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
     append, row = b.numbers.append, b.row
     for i, p in enumerate(points):
         time, start, flags = p.time_unix_nano, p.start_time_unix_nano, p.flags
-        if (time | start) > _I64_MAX:
+        if (time | start) > I64_MAX:
             _times_ok(p, i, errs, where)
             continue
         if flags & _NO_RECORDED_VALUE:
@@ -334,7 +195,7 @@ def _bounds_problem(bounds: list[float]) -> str | None:
     return None
 
 
-def _histograms(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _Errors, where: Any) -> None:
+def _histograms(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
     append = b.histograms.append
     checked: list[float] | None = None  # bounds repeat from point to point: check each new set once
     for i, p in enumerate(points):
@@ -372,7 +233,7 @@ def _histograms(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _Err
             b.add_exemplars(index, p.exemplars)
 
 
-def _exponentials(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _Errors, where: Any) -> None:
+def _exponentials(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
     append = b.exponentials.append
     for i, p in enumerate(points):
         if not _times_ok(p, i, errs, where):
@@ -408,7 +269,7 @@ def _exponentials(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _E
             b.add_exemplars(index, p.exemplars)
 
 
-def _summaries(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: _Errors, where: Any) -> None:
+def _summaries(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
     append = b.summaries.append
     for i, p in enumerate(points):
         if not _times_ok(p, i, errs, where):
@@ -459,15 +320,6 @@ def _points_table(rows: list[tuple], filled: tuple[str, ...], sids: np.ndarray) 
     return pa.Table.from_arrays(arrays, schema=POINTS_SCHEMA)
 
 
-def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
-    if not rows:
-        return schema.empty_table()
-    columns = zip(*rows, strict=True)
-    return pa.Table.from_arrays(
-        [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
-    )
-
-
 def _describe(metric: Any, kind: str, data: Any, service: str, resource: str, scope: Any) -> tuple:
     """The _CONTEXT_SCHEMA row of a metric; temporality None when it is invalid for the kind."""
     temporality, monotonic = Temporality.UNSPECIFIED.value, False
@@ -506,10 +358,10 @@ _DECODERS = {
 
 def decode_metrics(request: ExportMetricsServiceRequest, limiter: CardinalityLimiter) -> Decoded[MetricBatch]:
     """Decode a metrics export request; points over a series budget are refused (see module doc)."""
-    errs = _Errors()
+    errs = Errors()
     b = _MetricsBuilder()
     for ri, rm in enumerate(request.resource_metrics):
-        resource, service = _resource(rm.resource)
+        resource, service = resource_identity(rm.resource)
         for si, sm in enumerate(rm.scope_metrics):
             scope = sm.scope
             scope_part = scope_identity(scope)
@@ -544,7 +396,7 @@ def decode_metrics(request: ExportMetricsServiceRequest, limiter: CardinalityLim
 
 
 def _admit(
-    b: _MetricsBuilder, sids: np.ndarray, point_rows: np.ndarray, limiter: CardinalityLimiter, errs: _Errors
+    b: _MetricsBuilder, sids: np.ndarray, point_rows: np.ndarray, limiter: CardinalityLimiter, errs: Errors
 ) -> np.ndarray:
     """Bool mask of the points within their metric's series budget; refusals counted in ``errs``."""
     series_metric = np.asarray(b.context_metric, dtype=np.intp)[np.asarray(b.series_context, dtype=np.intp)]
@@ -574,12 +426,12 @@ def _series_table(b: _MetricsBuilder, sids: np.ndarray, rows: np.ndarray | None)
     attrs = b.series_attrs
     if rows is not None:
         sids, contexts, attrs = sids[rows], contexts[rows], [attrs[i] for i in rows.tolist()]
-    shared = _table(b.contexts, _CONTEXT_SCHEMA).take(pa.array(contexts))
+    shared = rows_table(b.contexts, _CONTEXT_SCHEMA).take(pa.array(contexts))
     arrays = [pa.array(sids, type=pa.uint64()), *shared.columns, pa.array(attrs, type=pa.string())]
     return pa.Table.from_arrays(arrays, schema=SERIES_SCHEMA)
 
 
-def _assemble_metrics(b: _MetricsBuilder, limiter: CardinalityLimiter, errs: _Errors) -> MetricBatch:
+def _assemble_metrics(b: _MetricsBuilder, limiter: CardinalityLimiter, errs: Errors) -> MetricBatch:
     groups = [(name, getattr(b, name)) for name in _GROUP_COLUMNS]
     groups = [(name, rows) for name, rows in groups if rows]
     if not groups:
@@ -600,161 +452,18 @@ def _assemble_metrics(b: _MetricsBuilder, limiter: CardinalityLimiter, errs: _Er
         used[point_rows[keep]] = True
         used_rows = np.flatnonzero(used)
         exemplar_rows = [row for row in b.exemplars if used[row[0]]]
-    exemplars = _table([(b.series_sid[r[0]], *r[1:]) for r in exemplar_rows], EXEMPLARS_SCHEMA)
+    exemplars = rows_table([(b.series_sid[r[0]], *r[1:]) for r in exemplar_rows], EXEMPLARS_SCHEMA)
     return MetricBatch(points, _series_table(b, sids, used_rows), exemplars)
 
 
-# ---------------------------------------------------------------- traces
-
-
-def _id_problem(name: str, raw: bytes, size: int, zero: bytes) -> str | None:
-    if len(raw) != size:
-        return f"{name} must be {size} bytes, got {len(raw)}"
-    if raw == zero:
-        return f"{name} must not be all zeros"
-    return None
-
-
-def _span_problem(span: Any) -> str | None:
-    problem = _id_problem("trace_id", span.trace_id, 16, _ZERO_TRACE) or _id_problem(
-        "span_id", span.span_id, 8, _ZERO_SPAN
-    )
-    if problem:
-        return problem
-    parent = span.parent_span_id
-    if parent and len(parent) != 8:
-        return f"parent_span_id must be empty or 8 bytes, got {len(parent)}"
-    if not 0 <= span.kind <= 5:
-        return f"kind {span.kind} is not an OTLP SpanKind (0-5)"
-    if not 0 <= span.status.code <= 2:
-        return f"status.code {span.status.code} is not an OTLP StatusCode (0-2)"
-    if (span.start_time_unix_nano | span.end_time_unix_nano) > _I64_MAX:
-        return "start_time_unix_nano or end_time_unix_nano beyond int64 nanoseconds"
-    return None
-
-
-def _events_json(events: Any) -> str:
-    if not events:
-        return "[]"
-    return _canonical(
-        [
-            {"time_unix_nano": e.time_unix_nano, "name": e.name, "attributes": attributes_dict(e.attributes)}
-            for e in events
-        ]
-    )
-
-
-def _links_json(links: Any) -> str:
-    if not links:
-        return "[]"
-    return _canonical(
-        [
-            {
-                "trace_id": link.trace_id.hex(),
-                "span_id": link.span_id.hex(),
-                "trace_state": link.trace_state,
-                "attributes": attributes_dict(link.attributes),
-            }
-            for link in links
-        ]
-    )
-
-
-def decode_traces(request: ExportTraceServiceRequest) -> Decoded[SpanBatch]:
-    """Decode a trace export request; spans with invalid ids are refused (see module doc)."""
-    errs = _Errors()
-    rows: list[tuple] = []
-    append = rows.append
-    for ri, rs in enumerate(request.resource_spans):
-        resource, service = _resource(rs.resource)
-        for si, ss in enumerate(rs.scope_spans):
-            scope_name, scope_version = ss.scope.name, ss.scope.version
-            for i, span in enumerate(ss.spans):
-                problem = _span_problem(span)
-                if problem:
-                    errs.add(f"resource_spans[{ri}].scope_spans[{si}].spans[{i}]: {problem}")
-                    continue
-                start, end, status = span.start_time_unix_nano, span.end_time_unix_nano, span.status
-                parent = span.parent_span_id
-                append(
-                    (
-                        span.trace_id.hex(),
-                        span.span_id.hex(),
-                        "" if not parent or parent == _ZERO_SPAN else parent.hex(),
-                        span.trace_state,
-                        span.name,
-                        span.kind,
-                        start,
-                        end,
-                        end - start,
-                        status.code,
-                        status.message,
-                        service,
-                        resource,
-                        scope_name,
-                        scope_version,
-                        attributes_json(span.attributes),
-                        _events_json(span.events),
-                        _links_json(span.links),
-                        span.flags,
-                    )
-                )
-    return Decoded(SpanBatch(_table(rows, SPANS_SCHEMA)), errs.rejected, errs.lines())
-
-
-# ---------------------------------------------------------------- logs
-
-
-def _log_problem(record: Any) -> str | None:
-    trace_id, span_id = record.trace_id, record.span_id
-    if trace_id and len(trace_id) != 16:
-        return f"trace_id must be empty or 16 bytes, got {len(trace_id)}"
-    if span_id and len(span_id) != 8:
-        return f"span_id must be empty or 8 bytes, got {len(span_id)}"
-    if not 0 <= record.severity_number <= 24:
-        return f"severity_number {record.severity_number} is not an OTLP SeverityNumber (0-24)"
-    if (record.time_unix_nano | record.observed_time_unix_nano) > _I64_MAX:
-        return "time_unix_nano or observed_time_unix_nano beyond int64 nanoseconds"
-    return None
-
-
-def _body(body: Any) -> str:
-    kind = body.WhichOneof("value")
-    if kind == "string_value":
-        return body.string_value
-    return "" if kind is None else _canonical(any_value(body))
-
-
-def decode_logs(request: ExportLogsServiceRequest) -> Decoded[LogBatch]:
-    """Decode a logs export request; records with malformed ids are refused (see module doc)."""
-    errs = _Errors()
-    rows: list[tuple] = []
-    append = rows.append
-    for ri, rl in enumerate(request.resource_logs):
-        resource, service = _resource(rl.resource)
-        for si, sl in enumerate(rl.scope_logs):
-            scope_name = sl.scope.name
-            for i, record in enumerate(sl.log_records):
-                problem = _log_problem(record)
-                if problem:
-                    errs.add(f"resource_logs[{ri}].scope_logs[{si}].log_records[{i}]: {problem}")
-                    continue
-                trace_id, span_id = record.trace_id, record.span_id
-                append(
-                    (
-                        record.time_unix_nano,
-                        record.observed_time_unix_nano,
-                        record.severity_number,
-                        record.severity_text,
-                        _body(record.body),
-                        attributes_json(record.attributes),
-                        "" if trace_id == _ZERO_TRACE else trace_id.hex(),
-                        "" if span_id == _ZERO_SPAN else span_id.hex(),
-                        record.flags,
-                        service,
-                        resource,
-                        scope_name,
-                        record.event_name,
-                    )
-                )
-    return Decoded(LogBatch(_table(rows, LOGS_SCHEMA)), errs.rejected, errs.lines())
+__all__ = [
+    "MAX_ERRORS",
+    "Decoded",
+    "any_value",
+    "attributes_dict",
+    "attributes_json",
+    "decode_logs",
+    "decode_metrics",
+    "decode_traces",
+    "scope_identity",
+]
