@@ -59,7 +59,6 @@ import errno
 import logging
 import os
 import re
-import struct
 import threading
 import time
 import zlib
@@ -69,6 +68,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple, TypeAlias
 
+from otel_audio.store.wal_format import CHECKED, HEADER, MAGIC, MAX_KIND, MAX_PAYLOAD, Damage, scan
+
 __all__ = ["WalCorrupt", "WalError", "WalOverloaded", "WalRecord", "WalUnavailable", "WriteAheadLog"]
 
 _log = logging.getLogger(__name__)
@@ -77,11 +78,6 @@ FsyncPolicy = Literal["always", "interval", "never"]
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 _POLICIES = ("always", "interval", "never")
 
-_MAGIC = b"OAW\x01"  # "otel-audio WAL", format version 1
-_HEADER = struct.Struct("<4sIIHQ")  # magic, crc32, payload length, kind, LSN
-_CHECKED = struct.Struct("<IHQ")  # the header fields the crc covers after the payload
-_MAX_KIND = 0xFFFF
-_MAX_PAYLOAD = 0xFFFFFFFF
 _SEGMENT_NAME = re.compile(r"wal-(\d{16})\.log")
 
 
@@ -228,13 +224,13 @@ class WriteAheadLog:
         return entry.lsn
 
     def _enqueue(self, kind: int, payload: BytesLike) -> _Entry:
-        if not 0 <= kind <= _MAX_KIND:
-            raise ValueError(f"record kind must be in 0..{_MAX_KIND}, got {kind}")
+        if not 0 <= kind <= MAX_KIND:
+            raise ValueError(f"record kind must be in 0..{MAX_KIND}, got {kind}")
         size = memoryview(payload).nbytes
-        if size > _MAX_PAYLOAD:
-            raise ValueError(f"payload of {size} bytes is over the {_MAX_PAYLOAD}-byte record limit")
+        if size > MAX_PAYLOAD:
+            raise ValueError(f"payload of {size} bytes is over the {MAX_PAYLOAD}-byte record limit")
         payload_crc = zlib.crc32(payload)  # outside the lock: large payloads are checksummed in parallel
-        entry = _Entry(payload, _HEADER.size + size)
+        entry = _Entry(payload, HEADER.size + size)
         with self._lock:
             if self._closing or self._broken:
                 raise WalUnavailable(f"write-ahead log {self._dir} is closed")
@@ -245,8 +241,8 @@ class WriteAheadLog:
                 )
             entry.lsn = lsn = self._next_lsn
             self._next_lsn += 1
-            crc = zlib.crc32(_CHECKED.pack(size, kind, lsn), payload_crc)
-            entry.header = _HEADER.pack(_MAGIC, crc, size, kind, lsn)
+            crc = zlib.crc32(CHECKED.pack(size, kind, lsn), payload_crc)
+            entry.header = HEADER.pack(MAGIC, crc, size, kind, lsn)
             self._queue.append(entry)
             self._pending_bytes += entry.size
             self._work.notify()
@@ -274,8 +270,8 @@ class WriteAheadLog:
             if data is None:
                 continue
             view = memoryview(data)
-            for item in _scan(data, base, following):
-                if isinstance(item, _Damage):
+            for item in scan(data, base, following):
+                if isinstance(item, Damage):
                     if not skip_corrupt:
                         raise WalCorrupt(path, item.offset, item.reason)
                     end = len(data) if item.resume is None else item.resume
@@ -371,8 +367,8 @@ class WriteAheadLog:
         last = segments[-1]
         self._w_written = last.base - 1
         data = last.path.read_bytes()
-        for item in _scan(data, last.base, None):
-            if isinstance(item, _Damage) and item.resume is None:
+        for item in scan(data, last.base, None):
+            if isinstance(item, Damage) and item.resume is None:
                 _log.warning(
                     "%s: cutting off a torn tail of %d bytes at offset %d (%s); "
                     "a write was interrupted and never acknowledged",
@@ -383,7 +379,7 @@ class WriteAheadLog:
                 )
                 os.truncate(last.path, item.offset)
                 last.size = item.offset
-            elif isinstance(item, _Damage):
+            elif isinstance(item, Damage):
                 _log.error(
                     "%s: corrupt bytes %d..%d (%s); replay will report them",
                     last.path,
@@ -603,60 +599,3 @@ class _Segment:
     base: int  # LSN of its first record: every record in it is >= base and < the next segment's base
     path: Path
     size: int
-
-
-class _Frame(NamedTuple):
-    offset: int
-    lsn: int
-    kind: int
-    start: int  # payload
-    end: int
-
-
-class _Damage(NamedTuple):
-    offset: int
-    resume: int | None  # offset of the next good record, or None when nothing good follows
-    reason: str
-
-
-def _scan(data: bytes, base: int, following: int | None) -> Iterator[_Frame | _Damage]:
-    """The records of one segment in order, and every damaged range between them."""
-    view = memoryview(data)
-    offset, floor = 0, base
-    while offset < len(data):
-        frame = _frame_at(data, view, offset, floor, following)
-        if isinstance(frame, str):
-            resume = _next_frame(data, view, offset + 1, floor, following)
-            yield _Damage(offset, resume, frame)
-            if resume is None:
-                return
-            offset = resume
-            continue
-        yield frame
-        offset, floor = frame.end, frame.lsn + 1
-
-
-def _frame_at(data: bytes, view: memoryview, offset: int, floor: int, following: int | None) -> _Frame | str:
-    """The record at ``offset``, or why there is none."""
-    if offset + _HEADER.size > len(data):
-        return "partial record header"
-    magic, crc, length, kind, lsn = _HEADER.unpack_from(data, offset)
-    if magic != _MAGIC:
-        return "no record marker"
-    start = offset + _HEADER.size
-    end = start + length
-    if end > len(data):
-        return f"record of {length} bytes runs past the end of the segment"
-    if zlib.crc32(view[offset + 8 : start], zlib.crc32(view[start:end])) != crc:
-        return "checksum mismatch"
-    if lsn < floor or (following is not None and lsn >= following):
-        return f"LSN {lsn} out of order (expected at least {floor})"
-    return _Frame(offset, lsn, kind, start, end)
-
-
-def _next_frame(data: bytes, view: memoryview, offset: int, floor: int, following: int | None) -> int | None:
-    while (offset := data.find(_MAGIC, offset)) >= 0:
-        if isinstance(_frame_at(data, view, offset, floor, following), _Frame):
-            return offset
-        offset += 1
-    return None
