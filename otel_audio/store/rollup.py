@@ -1,0 +1,583 @@
+"""Rollups: per-series summaries of fixed time windows, from which range queries can be answered.
+
+A rollup row summarises the points of one series in one window ``[window_start, window_start +
+window_ns)`` (a point on a boundary belongs to the later window, as in range queries). It keeps
+what every range aggregation of ``docs/query.md`` needs, so a query whose step is a multiple of
+the window gets the same answer from the rows as from the raw points:
+
+- ``count, sum, min, max`` of the point values, and ``last`` with ``last_time_ns`` and
+  ``last_start_time_ns`` (the newest point), ``first_time_ns`` (the oldest);
+- ``increase``: the sum of the window's increments under the reset rule of
+  ``otel_audio.store.query`` (``v - v_prev`` while the start time is unchanged and, for a
+  monotonic value, ``v >= v_prev``; else ``v``). Sums: of the value; delta sums: the sum of the
+  values; histograms and summaries: of the observation count, with ``sum_increase`` of their sum.
+  Gauges have none;
+- histograms: ``hist_min``/``hist_max`` (of the points' min/max fields) and the merged histogram
+  of the window's increments: explicit bounds and summed bucket increments (``mixed_bounds`` when
+  the bounds changed inside the window), or an exponential histogram merged exactly at the
+  smallest scale among the increments (:mod:`otel_audio.store.histograms`).
+
+Rows merge associatively (:func:`merge_rollups`): counts, sums and increases add, min/max take
+the extremes, ``last`` comes from the row with the newest ``last_time_ns``, histograms merge. So
+the 1-hour tier is built from the 1-minute one (:func:`rollup_rollups`) and equals the 1-hour
+rollup of the raw points.
+
+The first point of a series in a run needs the point before it. :func:`rollup` takes a
+:class:`Carry` (the newest point of every series seen by the previous run) and returns the next
+one, so consecutive runs give the same rows as one run over all the data (a window cut in two by
+the runs gives two rows that :func:`merge_rollups` joins).
+
+Example::
+
+    rows, carry = rollup(points, series, MINUTE_NS)            # first run, no history
+    more, carry = rollup(next_points, series, MINUTE_NS, carry)
+    hourly = rollup_rollups(pa.concat_tables([rows, more]), HOUR_NS)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from otel_audio.processors.base import POINTS_SCHEMA, SERIES_SCHEMA, MetricType, Temporality
+from otel_audio.store import histograms as hist
+
+MINUTE_NS = 60 * 10**9
+HOUR_NS = 3600 * 10**9
+
+ROLLUP_SCHEMA = pa.schema(
+    [
+        ("series_id", pa.uint64()),
+        ("window_start_ns", pa.int64()),
+        ("window_ns", pa.int64()),
+        ("count", pa.int64()),  # points (gauge and sum points without a value are skipped)
+        ("sum", pa.float64()),  # of the values (histograms, summaries: of their cumulative sum field)
+        ("min", pa.float64()),
+        ("max", pa.float64()),
+        ("last", pa.float64()),  # value of the newest point
+        ("first_time_ns", pa.int64()),
+        ("last_time_ns", pa.int64()),
+        ("last_start_time_ns", pa.int64()),  # start time of the newest point
+        ("increase", pa.float64()),  # sums: of the value; histograms/summaries: of the count; gauges null
+        ("sum_increase", pa.float64()),  # histograms/summaries: increase of their sum; else null
+        ("hist_min", pa.float64()),  # histograms: min of the points' min fields
+        ("hist_max", pa.float64()),
+        ("bounds", pa.list_(pa.float64())),  # explicit histograms: the newest point's bounds
+        ("bucket_counts", pa.list_(pa.uint64())),  # summed increments, len(bounds) + 1
+        ("mixed_bounds", pa.bool_()),  # explicit bounds changed inside the window
+        ("exp_scale", pa.int32()),  # exponential histograms: merged increments
+        ("exp_zero_count", pa.uint64()),
+        ("exp_positive_offset", pa.int32()),
+        ("exp_positive_counts", pa.list_(pa.uint64())),
+        ("exp_negative_offset", pa.int32()),
+        ("exp_negative_counts", pa.list_(pa.uint64())),
+    ]
+)
+
+_GAUGE, _SUM, _HIST, _EXP, _SUMMARY = range(5)
+_KIND_CODE = {
+    MetricType.GAUGE.value: _GAUGE,
+    MetricType.SUM.value: _SUM,
+    MetricType.HISTOGRAM.value: _HIST,
+    MetricType.EXPONENTIAL_HISTOGRAM.value: _EXP,
+    MetricType.SUMMARY.value: _SUMMARY,
+}
+_FLOATS = ("sum", "min", "max", "last", "increase", "sum_increase", "hist_min", "hist_max")
+_INTS = ("count", "first_time_ns", "last_time_ns", "last_start_time_ns")
+
+
+@dataclass(frozen=True)
+class Carry:
+    """What one :func:`rollup` run hands the next: the newest point of every series seen so far.
+
+    Args:
+        points: ``POINTS_SCHEMA`` rows, at most one per series.
+        skipped_late: points of the last run dropped because they were not newer than their
+            series' carried point (already rolled up windows cannot change).
+    """
+
+    points: pa.Table
+    skipped_late: int = 0
+
+    @classmethod
+    def empty(cls) -> Carry:
+        return cls(POINTS_SCHEMA.empty_table())
+
+
+def rollup(
+    points: pa.Table, series: pa.Table, window_ns: int, carry: Carry | None = None
+) -> tuple[pa.Table, Carry]:
+    """Roll ``points`` up into windows of ``window_ns``, one row per series and window with points.
+
+    Args:
+        points: ``POINTS_SCHEMA`` rows of any series and times, in any order. Points flagged "no
+            recorded value" are ignored, as by queries.
+        series: ``SERIES_SCHEMA`` rows of (at least) every series in ``points`` and ``carry``.
+        window_ns: window width; windows start at multiples of it (since the Unix epoch).
+        carry: the previous run's carry; ``None`` when there is no earlier data.
+
+    Returns:
+        ``(rows, carry)``: ``ROLLUP_SCHEMA`` rows sorted by series and window, and the carry for
+        the next run.
+
+    Raises:
+        ValueError: ``window_ns`` not positive, or a point of a series missing from ``series``.
+    """
+    _check_window(window_ns)
+    carry = carry or Carry.empty()
+    n_carry = carry.points.num_rows
+    # carry rows first: each precedes every kept point of its series and only serves as "previous"
+    pts = pa.concat_tables([_conform(carry.points), _conform(points)])
+    is_carry = np.r_[np.ones(n_carry, bool), np.zeros(points.num_rows, bool)]
+    sid = pts.column("series_id").to_numpy().astype(np.uint64)
+    t = pts.column("time_unix_nano").to_numpy().astype(np.int64)
+    kind, delta, monotonic = _series_info(series, sid)
+    v = _f(pts, "value")
+    keep = (_i(pts, "flags") & 1) == 0
+    keep &= ~(((kind == _GAUGE) | (kind == _SUM)) & np.isnan(v))
+    late = _late(sid, t, is_carry) & keep
+    keep &= ~late
+    order = np.flatnonzero(keep)[np.lexsort((~is_carry[keep], t[keep], sid[keep]))]
+    pts, sid, t, kind, delta, monotonic, v, is_carry = (
+        pts.take(order),
+        sid[order],
+        t[order],
+        kind[order],
+        delta[order],
+        monotonic[order],
+        v[order],
+        is_carry[order],
+    )
+    if sid.size == 0:
+        return ROLLUP_SCHEMA.empty_table(), Carry(carry.points, skipped_late=int(late.sum()))
+    new_series = np.r_[True, sid[1:] != sid[:-1]]
+    last_of_series = np.r_[np.flatnonzero(new_series)[1:], sid.size] - 1
+    next_carry = Carry(pts.take(last_of_series), skipped_late=int(late.sum()))
+
+    points_rows = _point_rows(pts, sid, t, kind, delta, monotonic, v, ~new_series)
+    own = ~is_carry
+    if not own.any():
+        return ROLLUP_SCHEMA.empty_table(), next_carry
+    rows = points_rows.take(own)
+    rows.window_start = t[own]  # _merge puts each point in the window holding its time
+    return _to_table(_merge(rows, window_ns, 0)), next_carry
+
+
+def merge_rollups(rollups: pa.Table, window_ns: int, origin_ns: int = 0) -> pa.Table:
+    """Merge rollup rows into windows of ``window_ns`` starting at ``origin_ns + k * window_ns``.
+
+    Each row goes to the window holding its ``window_start_ns``; rows of one series and window
+    combine (counts, sums, increases add; min/max; ``last`` of the newest row; histograms merge).
+    The result is exact when every row's window lies inside one new window (see
+    :func:`rollup_rollups` for the checked form).
+    """
+    _check_window(window_ns)
+    if rollups.num_rows == 0:
+        return ROLLUP_SCHEMA.empty_table()
+    return _to_table(_merge(_from_table(rollups), window_ns, origin_ns))
+
+
+def rollup_rollups(rollups: pa.Table, window_ns: int) -> pa.Table:
+    """Rows of a coarser tier (e.g. 1 h) from rows of a finer one (e.g. 1 min).
+
+    Raises:
+        ValueError: when ``window_ns`` is not a multiple of some row's ``window_ns``.
+    """
+    _check_window(window_ns)
+    widths = np.unique(rollups.column("window_ns").to_numpy())
+    bad = widths[window_ns % widths != 0] if widths.size else widths
+    if bad.size:
+        raise ValueError(
+            f"cannot roll {int(bad[0])} ns windows up into {window_ns} ns windows: "
+            "the new window must be a multiple of every row's window"
+        )
+    return merge_rollups(rollups, window_ns)
+
+
+# -- rows in numpy form ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Rows:
+    """Rollup rows (or single points) as arrays; exponential histograms as sparse entries."""
+
+    sid: np.ndarray
+    window_start: np.ndarray
+    window_ns: np.ndarray
+    floats: dict[str, np.ndarray]  # NaN for null
+    ints: dict[str, np.ndarray]
+    bounds: list[tuple[float, ...] | None]  # explicit histograms
+    bucket_counts: list[np.ndarray | None]  # None: bounds known but counts unusable
+    mixed: np.ndarray
+    is_exp: np.ndarray
+    exp: tuple[np.ndarray, ...]  # (owner row, scale, category, index, count)
+
+    def take(self, mask: np.ndarray) -> _Rows:
+        idx = np.flatnonzero(mask)
+        new_pos = np.cumsum(mask) - 1
+        owner, scale, cat, index, count = self.exp
+        keep = mask[owner]
+        return _Rows(
+            self.sid[idx],
+            self.window_start[idx],
+            self.window_ns[idx],
+            {k: a[idx] for k, a in self.floats.items()},
+            {k: a[idx] for k, a in self.ints.items()},
+            [self.bounds[i] for i in idx],
+            [self.bucket_counts[i] for i in idx],
+            self.mixed[idx],
+            self.is_exp[idx],
+            (new_pos[owner[keep]], scale[keep], cat[keep], index[keep], count[keep]),
+        )
+
+
+def _merge(rows: _Rows, window_ns: int, origin_ns: int) -> _Rows:
+    window = origin_ns + np.floor_divide(rows.window_start - origin_ns, window_ns) * window_ns
+    order = np.lexsort((rows.ints["last_time_ns"], window, rows.sid))
+    sid, win = rows.sid[order], window[order]
+    new = np.r_[True, (sid[1:] != sid[:-1]) | (win[1:] != win[:-1])]
+    starts = np.flatnonzero(new)
+    last = np.r_[starts[1:], order.size] - 1
+    n = starts.size
+    gid = np.empty(order.size, np.int64)
+    gid[order] = np.cumsum(new) - 1
+    f = {k: a[order] for k, a in rows.floats.items()}
+    i = {k: a[order] for k, a in rows.ints.items()}
+    valued = np.add.reduceat((~np.isnan(f["sum"])).astype(np.int64), starts) > 0
+    floats = {
+        "sum": np.where(valued, np.add.reduceat(np.nan_to_num(f["sum"], nan=0.0), starts), np.nan),
+        "min": np.fmin.reduceat(f["min"], starts),
+        "max": np.fmax.reduceat(f["max"], starts),
+        "last": f["last"][last],
+        "increase": np.add.reduceat(f["increase"], starts),
+        "sum_increase": np.add.reduceat(f["sum_increase"], starts),
+        "hist_min": np.fmin.reduceat(f["hist_min"], starts),
+        "hist_max": np.fmax.reduceat(f["hist_max"], starts),
+    }
+    ints = {
+        "count": np.add.reduceat(i["count"], starts),
+        "first_time_ns": np.minimum.reduceat(i["first_time_ns"], starts),
+        "last_time_ns": i["last_time_ns"][last],
+        "last_start_time_ns": i["last_start_time_ns"][last],
+    }
+    bounds: list[tuple[float, ...] | None] = [None] * n
+    counts: list[np.ndarray | None] = [None] * n
+    mixed = np.zeros(n, bool)
+    has_bounds = np.array([b is not None for b in rows.bounds], bool)
+    for g in np.unique(gid[has_bounds]):
+        # members in last_time order: the newest member's bounds are the row's bounds
+        members = [m for m in order[starts[g] : last[g] + 1] if rows.bounds[m] is not None]
+        newest = rows.bounds[members[-1]]
+        same = [m for m in members if rows.bounds[m] == newest]
+        usable = [rows.bucket_counts[m] for m in same if rows.bucket_counts[m] is not None]
+        bounds[g] = newest
+        counts[g] = np.sum(usable, axis=0, dtype=np.int64) if usable else None
+        mixed[g] = len(same) < len(members) or bool(rows.mixed[members].any())
+    owner, scale, cat, index, count = rows.exp
+    group_scale, group, cat, index, count = hist.grouped_merge_exponential(
+        gid[owner], scale, cat, index, count, n
+    )
+    return _Rows(
+        sid[starts],
+        win[starts],
+        np.full(n, window_ns, np.int64),
+        floats,
+        ints,
+        bounds,
+        counts,
+        mixed,
+        np.logical_or.reduceat(rows.is_exp[order], starts),
+        (group, group_scale[group], cat, index, count),
+    )
+
+
+def _point_rows(pts, sid, t, kind, delta, monotonic, v, has_prev) -> _Rows:
+    """One row per point (sorted by series, time), with its increment against the previous point."""
+    n = sid.size
+    st = _i(pts, "start_time_unix_nano")
+    c = _f(pts, "count", 0.0)
+    is_sum = kind == _SUM
+    x = np.where(is_sum, v, c)  # what counts: the value of sums, the observation count otherwise
+    prev_x, prev_v, prev_st = np.roll(x, 1), np.roll(v, 1), np.roll(st, 1)
+    reset = (st != prev_st) | ((~is_sum | monotonic) & (x < prev_x))
+    diff = has_prev & ~reset & ~delta
+    floats = {
+        "sum": v.copy(),
+        "min": v.copy(),
+        "max": v.copy(),
+        "last": v.copy(),
+        "increase": np.where(kind == _GAUGE, np.nan, np.where(diff, x - prev_x, x)),
+        "sum_increase": np.where(kind >= _HIST, np.where(diff, v - prev_v, v), np.nan),
+        "hist_min": np.where(kind >= _HIST, _f(pts, "min"), np.nan),
+        "hist_max": np.where(kind >= _HIST, _f(pts, "max"), np.nan),
+    }
+    ints = {"count": np.ones(n, np.int64), "first_time_ns": t, "last_time_ns": t, "last_start_time_ns": st}
+    bounds, counts = _explicit_increments(pts, kind == _HIST, diff)
+    exp = _exponential_increments(pts, kind == _EXP, diff)
+    unset = np.zeros(n, np.int64)  # windows are assigned by the caller
+    return _Rows(sid, unset, unset, floats, ints, bounds, counts, np.zeros(n, bool), kind == _EXP, exp)
+
+
+def _explicit_increments(pts: pa.Table, mask: np.ndarray, diff: np.ndarray):
+    """Per point: its bounds and bucket increments (``None`` counts when their length is wrong)."""
+    n = mask.size
+    bounds: list[tuple[float, ...] | None] = [None] * n
+    counts: list[np.ndarray | None] = [None] * n
+    rows = np.flatnonzero(mask)
+    if rows.size == 0:
+        return bounds, counts
+    all_bounds = pts.column("bounds").take(rows).to_pylist()
+    all_counts = pts.column("bucket_counts").take(rows).to_pylist()
+    for r, b, m in zip(rows, all_bounds, all_counts, strict=True):
+        bounds[r] = tuple(b or ())
+        if m is not None and len(m) == len(bounds[r]) + 1:
+            counts[r] = np.asarray(m, dtype=np.int64)
+    cumulative = list(counts)
+    for r in rows:
+        m, prev = cumulative[r], cumulative[r - 1]
+        # as the query engine: also a reset when the bounds change or any bucket count goes down
+        if (
+            m is not None
+            and diff[r]
+            and bounds[r - 1] == bounds[r]
+            and prev is not None
+            and (m >= prev).all()
+        ):
+            counts[r] = m - prev
+    return bounds, counts
+
+
+def _exponential_increments(pts: pa.Table, mask: np.ndarray, diff: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Sparse (owner, scale, category, index, count) entries of every point's increment.
+
+    A diffed point's increment is ``own - previous`` with both at the smaller of their scales; if the
+    zero count or any bucket went down it is the point's own histogram instead (a reset).
+    """
+    rows = np.flatnonzero(mask)
+    parts: list[tuple[np.ndarray, ...]] = []
+    needed = np.unique(np.r_[rows, rows[diff[rows]] - 1]).astype(np.int64)
+    h = dict(zip(needed.tolist(), _exp_points(pts, needed), strict=True))
+    for r in rows.tolist():
+        cur = h[r]
+        entries = _exp_difference(cur, h[r - 1]) if diff[r] else None
+        if entries is None:
+            entries = _exp_entries(cur[1], cur[0])
+        scale, cat, index, count = entries
+        parts.append((np.full(count.size, r), scale, cat, index, count))
+    if not parts:
+        return tuple(np.zeros(0, np.int64) for _ in range(5))
+    return tuple(np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True))
+
+
+def _exp_points(pts: pa.Table, rows: np.ndarray) -> list[tuple[int, dict[int, tuple[int, np.ndarray]]]]:
+    """(scale, {category: (offset, dense counts)}) of each point in ``rows``; ZERO holds [zero_count]."""
+    names = (
+        "exp_scale",
+        "exp_zero_count",
+        "exp_positive_offset",
+        "exp_positive_counts",
+        "exp_negative_offset",
+        "exp_negative_counts",
+    )
+    cols = {name: pts.column(name).take(rows).to_pylist() for name in names}
+    out = []
+    for k in range(rows.size):
+        buckets = {hist.ZERO: (0, np.array([cols["exp_zero_count"][k] or 0], np.int64))}
+        for cat, side in ((hist.POSITIVE, "positive"), (hist.NEGATIVE, "negative")):
+            counts = np.asarray(cols[f"exp_{side}_counts"][k] or [], np.int64)
+            buckets[cat] = (cols[f"exp_{side}_offset"][k] or 0, counts)
+        out.append((cols["exp_scale"][k] or 0, buckets))
+    return out
+
+
+def _exp_entries(buckets, scale: int, to_scale: int | None = None) -> tuple[np.ndarray, ...]:
+    to_scale = scale if to_scale is None else to_scale
+    scales, cats, idxs, cnts = [], [], [], []
+    for cat, (offset, counts) in buckets.items():
+        idx = np.zeros(counts.size, np.int64) if cat == hist.ZERO else offset + np.arange(counts.size)
+        idxs.append(idx >> (scale - to_scale))
+        cats.append(np.full(counts.size, cat))
+        cnts.append(counts)
+        scales.append(np.full(counts.size, to_scale))
+    return tuple(np.concatenate(a).astype(np.int64) for a in (scales, cats, idxs, cnts))
+
+
+def _exp_difference(cur, prev) -> tuple[np.ndarray, ...] | None:
+    """Entries of ``cur - prev`` at the smaller scale, or ``None`` when some bucket went down."""
+    scale = min(cur[0], prev[0])
+    parts = []
+    for cat, (c_off, c_cnt) in cur[1].items():
+        p_off, p_cnt = prev[1][cat]
+        if cat == hist.ZERO:
+            lo, diff = 0, c_cnt - p_cnt
+        else:
+            c_idx = (c_off + np.arange(c_cnt.size)) >> (cur[0] - scale)
+            p_idx = (p_off + np.arange(p_cnt.size)) >> (prev[0] - scale)
+            ends = [i[[0, -1]] for i in (c_idx, p_idx) if i.size]
+            if not ends:
+                continue
+            lo, hi = min(e[0] for e in ends), max(e[1] for e in ends)
+            width = int(hi - lo + 1)
+            diff = np.bincount(c_idx - lo, weights=c_cnt, minlength=width) - np.bincount(
+                p_idx - lo, weights=p_cnt, minlength=width
+            )
+            diff = np.rint(diff).astype(np.int64)
+        if (diff < 0).any():
+            return None
+        nz = np.flatnonzero(diff)
+        parts.append((np.full(nz.size, scale), np.full(nz.size, cat), lo + nz, diff[nz]))
+    return tuple(np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True))
+
+
+# -- table conversions -----------------------------------------------------------------------------
+
+
+def _to_table(rows: _Rows) -> pa.Table:
+    n = rows.sid.size
+    owner, scale, cat, index, count = rows.exp
+    exp_scale = np.zeros(n, np.int64)
+    exp_scale[owner] = scale
+    zero = np.bincount(owner[cat == hist.ZERO], weights=count[cat == hist.ZERO], minlength=n)
+    dense = {}
+    for c in (hist.POSITIVE, hist.NEGATIVE):
+        sel = np.flatnonzero(cat == c)
+        sel = sel[np.argsort(owner[sel], kind="stable")]
+        o, idx, cnt = owner[sel], index[sel], count[sel]
+        offsets = np.zeros(n, np.int64)
+        lists: list[list[int] | None] = [[] if e else None for e in rows.is_exp]
+        if o.size:
+            seg = np.flatnonzero(np.r_[True, o[1:] != o[:-1]])
+            for a, b in zip(seg.tolist(), np.r_[seg[1:], o.size].tolist(), strict=True):
+                lo = int(idx[a:b].min())
+                offsets[o[a]] = lo
+                lists[o[a]] = np.bincount(idx[a:b] - lo, weights=cnt[a:b]).astype(np.int64).tolist()
+        dense[c] = (offsets, lists)
+    is_exp = rows.is_exp
+
+    def opt(values: np.ndarray, mask: np.ndarray, typ: pa.DataType) -> pa.Array:
+        return pa.array(values, mask=~mask, type=typ)
+
+    columns = {
+        "series_id": pa.array(rows.sid, pa.uint64()),
+        "window_start_ns": pa.array(rows.window_start, pa.int64()),
+        "window_ns": pa.array(rows.window_ns, pa.int64()),
+        **{k: pa.array(rows.ints[k], pa.int64()) for k in _INTS},
+        **{k: pa.array(a, pa.float64(), from_pandas=True) for k, a in rows.floats.items()},
+        "bounds": pa.array([list(b) if b is not None else None for b in rows.bounds], pa.list_(pa.float64())),
+        "bucket_counts": pa.array(
+            [c.tolist() if c is not None else None for c in rows.bucket_counts], pa.list_(pa.uint64())
+        ),
+        "mixed_bounds": opt(rows.mixed, np.array([b is not None for b in rows.bounds], bool), pa.bool_()),
+        "exp_scale": opt(exp_scale, is_exp, pa.int32()),
+        "exp_zero_count": opt(zero.astype(np.uint64), is_exp, pa.uint64()),
+        "exp_positive_offset": opt(dense[hist.POSITIVE][0], is_exp, pa.int32()),
+        "exp_positive_counts": pa.array(dense[hist.POSITIVE][1], pa.list_(pa.uint64())),
+        "exp_negative_offset": opt(dense[hist.NEGATIVE][0], is_exp, pa.int32()),
+        "exp_negative_counts": pa.array(dense[hist.NEGATIVE][1], pa.list_(pa.uint64())),
+    }
+    return pa.table({name: columns[name] for name in ROLLUP_SCHEMA.names}, schema=ROLLUP_SCHEMA)
+
+
+def _from_table(table: pa.Table) -> _Rows:
+    table = table.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
+    n = table.num_rows
+    bounds_col = table.column("bounds")
+    has_bounds = pc.is_valid(bounds_col).to_numpy(zero_copy_only=False)
+    bounds: list[tuple[float, ...] | None] = [None] * n
+    counts: list[np.ndarray | None] = [None] * n
+    rows = np.flatnonzero(has_bounds)
+    for r, b, c in zip(
+        rows,
+        bounds_col.take(rows).to_pylist(),
+        table.column("bucket_counts").take(rows).to_pylist(),
+        strict=True,
+    ):
+        bounds[r] = tuple(b)
+        counts[r] = np.asarray(c, np.int64) if c is not None else None
+    is_exp = pc.is_valid(table.column("exp_scale")).to_numpy(zero_copy_only=False)
+    scale = _i(table, "exp_scale")
+    zero_rows = np.flatnonzero(is_exp)
+    parts = [
+        (
+            zero_rows,
+            np.full(zero_rows.size, hist.ZERO),
+            np.zeros(zero_rows.size, np.int64),
+            _i(table, "exp_zero_count")[zero_rows],
+        )
+    ]
+    for cat, side in ((hist.POSITIVE, "positive"), (hist.NEGATIVE, "negative")):
+        column = table.column(f"exp_{side}_counts")
+        lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
+        flat = pc.list_flatten(column).to_numpy().astype(np.int64)
+        owner = np.repeat(np.arange(n), lengths)
+        within = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        parts.append((owner, np.full(flat.size, cat), _i(table, f"exp_{side}_offset")[owner] + within, flat))
+    owner, cat, index, count = (np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True))
+    return _Rows(
+        table.column("series_id").to_numpy().astype(np.uint64),
+        _i(table, "window_start_ns"),
+        _i(table, "window_ns"),
+        {k: _f(table, k) for k in _FLOATS},
+        {k: _i(table, k) for k in _INTS},
+        bounds,
+        counts,
+        pc.fill_null(table.column("mixed_bounds"), False).to_numpy(zero_copy_only=False),
+        is_exp,
+        (owner, scale[owner], cat, index, count),
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _check_window(window_ns: int) -> None:
+    if not isinstance(window_ns, int | np.integer) or window_ns <= 0:
+        raise ValueError(f"window_ns must be a positive integer number of nanoseconds, got {window_ns!r}")
+
+
+def _conform(points: pa.Table) -> pa.Table:
+    return points.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)
+
+
+def _f(table: pa.Table, name: str, fill: float = np.nan) -> np.ndarray:
+    return pc.fill_null(table.column(name), fill).to_numpy().astype(np.float64)
+
+
+def _i(table: pa.Table, name: str) -> np.ndarray:
+    return pc.fill_null(table.column(name), 0).to_numpy().astype(np.int64)
+
+
+def _late(sid: np.ndarray, t: np.ndarray, is_carry: np.ndarray) -> np.ndarray:
+    """Points not newer than the carried point of their series."""
+    carry_sid, carry_t = sid[is_carry], t[is_carry]
+    if carry_sid.size == 0:
+        return np.zeros(sid.size, bool)
+    order = np.argsort(carry_sid)
+    carry_sid, carry_t = carry_sid[order], carry_t[order]
+    pos = np.minimum(np.searchsorted(carry_sid, sid), carry_sid.size - 1)
+    return ~is_carry & (carry_sid[pos] == sid) & (t <= carry_t[pos])
+
+
+def _series_info(series: pa.Table, sid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kind code, delta, monotonic) of each point's series."""
+    series = series.select(["series_id", "type", "temporality", "monotonic"]).cast(
+        pa.schema([SERIES_SCHEMA.field(n) for n in ("series_id", "type", "temporality", "monotonic")])
+    )
+    known = series.column("series_id").to_numpy().astype(np.uint64)
+    order = np.argsort(known)
+    known = known[order]
+    types = np.asarray(series.column("type").to_pylist(), dtype=object)[order]
+    unknown_types = sorted(set(types.tolist()) - set(_KIND_CODE))
+    if unknown_types:
+        raise ValueError(f"unknown metric type {unknown_types[0]!r}; accepted: {', '.join(_KIND_CODE)}")
+    kind = np.array([_KIND_CODE[x] for x in types], np.int8)
+    delta = np.asarray(series.column("temporality").to_pylist(), object)[order] == Temporality.DELTA.value
+    monotonic = pc.fill_null(series.column("monotonic"), False).to_numpy(zero_copy_only=False)[order]
+    pos = np.minimum(np.searchsorted(known, sid), max(known.size - 1, 0))
+    missing = (known[pos] != sid) if known.size else np.ones(sid.size, bool)
+    if missing.any():
+        raise ValueError(f"series {int(sid[missing][0])} has points but no row in the series table")
+    return kind[pos], delta[pos].astype(bool), monotonic[pos].astype(bool)
