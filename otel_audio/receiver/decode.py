@@ -80,14 +80,14 @@ from otel_audio.receiver.otlp_values import (
 _series_cache: dict[tuple[str, bytes], tuple[int, str]] = {}
 
 _NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
-_TEMPORALITY = {1: Temporality.DELTA.value, 2: Temporality.CUMULATIVE.value}
+TEMPORALITY = {1: Temporality.DELTA.value, 2: Temporality.CUMULATIVE.value}
 
 
 @dataclass(frozen=True)
 class _MetricContext:
     """What every series of one Metric message shares."""
 
-    index: int  # into _MetricsBuilder.contexts
+    index: int  # into MetricsBuilder.contexts
     key: str  # cache key: metric, resource and scope identity
     metric: str
     resource: str
@@ -98,7 +98,7 @@ class _MetricContext:
 _CONTEXT_SCHEMA = pa.schema([f for f in SERIES_SCHEMA if f.name not in ("series_id", "attributes")])
 
 
-class _MetricsBuilder:
+class MetricsBuilder:
     """Rows of one metrics request; points refer to their series by index (their "row")."""
 
     def __init__(self) -> None:
@@ -110,6 +110,7 @@ class _MetricsBuilder:
         self.series_attrs: list[str] = []  # row -> point attributes, canonical JSON
         self.row_of: dict[int, int] = {}  # series_id -> row
         self.numbers: list[tuple] = []  # (row, time, start, value, flags)
+        self.number_columns: dict[str, np.ndarray] | None = None  # the same, as columns (decode_fast)
         self.histograms: list[tuple] = []
         self.exponentials: list[tuple] = []
         self.summaries: list[tuple] = []
@@ -126,12 +127,16 @@ class _MetricsBuilder:
         """Row of the series of a point with ``attributes`` in the metric ``ctx``."""
         attr_key = attribute_key(attributes)
         hit = _series_cache.get((ctx.key, attr_key)) or self._identify(ctx, attributes, attr_key)
-        index = self.row_of.get(hit[0])
+        return self.add_series(ctx, *hit)
+
+    def add_series(self, ctx: _MetricContext, sid: int, attributes_json: str) -> int:
+        """Row of series ``sid``; the first metric context that names a series describes it."""
+        index = self.row_of.get(sid)
         if index is None:
-            index = self.row_of[hit[0]] = len(self.series_sid)
-            self.series_sid.append(hit[0])
+            index = self.row_of[sid] = len(self.series_sid)
+            self.series_sid.append(sid)
             self.series_context.append(ctx.index)
-            self.series_attrs.append(hit[1])
+            self.series_attrs.append(attributes_json)
         return index
 
     @staticmethod
@@ -165,7 +170,7 @@ def _times_ok(p: Any, i: int, errs: Errors, where: Any) -> bool:
     return False
 
 
-def _numbers(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
+def _numbers(b: MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
     append, row = b.numbers.append, b.row
     for i, p in enumerate(points):
         time, start, flags = p.time_unix_nano, p.start_time_unix_nano, p.flags
@@ -195,7 +200,7 @@ def _bounds_problem(bounds: list[float]) -> str | None:
     return None
 
 
-def _histograms(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
+def _histograms(b: MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
     append = b.histograms.append
     checked: list[float] | None = None  # bounds repeat from point to point: check each new set once
     for i, p in enumerate(points):
@@ -233,7 +238,7 @@ def _histograms(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Erro
             b.add_exemplars(index, p.exemplars)
 
 
-def _exponentials(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
+def _exponentials(b: MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
     append = b.exponentials.append
     for i, p in enumerate(points):
         if not _times_ok(p, i, errs, where):
@@ -269,7 +274,7 @@ def _exponentials(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Er
             b.add_exemplars(index, p.exemplars)
 
 
-def _summaries(b: _MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
+def _summaries(b: MetricsBuilder, points: Any, ctx: _MetricContext, errs: Errors, where: Any) -> None:
     append = b.summaries.append
     for i, p in enumerate(points):
         if not _times_ok(p, i, errs, where):
@@ -324,7 +329,7 @@ def _describe(metric: Any, kind: str, data: Any, service: str, resource: str, sc
     """The _CONTEXT_SCHEMA row of a metric; temporality None when it is invalid for the kind."""
     temporality, monotonic = Temporality.UNSPECIFIED.value, False
     if kind in ("sum", "histogram", "exponential_histogram"):
-        temporality = _TEMPORALITY.get(data.aggregation_temporality)
+        temporality = TEMPORALITY.get(data.aggregation_temporality)
         monotonic = kind == "sum" and data.is_monotonic
     return (
         metric.name,
@@ -359,7 +364,7 @@ _DECODERS = {
 def decode_metrics(request: ExportMetricsServiceRequest, limiter: CardinalityLimiter) -> Decoded[MetricBatch]:
     """Decode a metrics export request; points over a series budget are refused (see module doc)."""
     errs = Errors()
-    b = _MetricsBuilder()
+    b = MetricsBuilder()
     for ri, rm in enumerate(request.resource_metrics):
         resource, service = resource_identity(rm.resource)
         for si, sm in enumerate(rm.scope_metrics):
@@ -374,29 +379,42 @@ def decode_metrics(request: ExportMetricsServiceRequest, limiter: CardinalityLim
                 if kind is None:
                     errs.add(f"{where()}: metric {metric.name!r} has no data (gauge, sum, histogram, ...)", 0)
                     continue
-                data = getattr(metric, kind)
-                describe = _describe(metric, kind, data, service, resource, scope)
-                points = data.data_points
-                if not metric.name:
-                    errs.add(
-                        f"{where()}: metric has no name; {len(points)} data points rejected", len(points)
-                    )
-                    continue
-                if describe[4] is None:
-                    errs.add(
-                        f"{where()}: metric {metric.name!r}: aggregation_temporality "
-                        f"{data.aggregation_temporality} is not 1 (delta) or 2 (cumulative); "
-                        f"{len(points)} data points rejected",
-                        len(points),
-                    )
-                    continue
-                _DECODERS[kind](b, points, b.context(describe, resource, scope_part), errs, where)
-    batch = _assemble_metrics(b, limiter, errs)
+                decode_metric(b, metric, kind, service, resource, scope, scope_part, errs, where)
+    batch = assemble_metrics(b, limiter, errs)
     return Decoded(batch, errs.rejected, errs.lines(), errs.over_budget)
 
 
+def decode_metric(
+    b: MetricsBuilder,
+    metric: Any,
+    kind: str,
+    service: str,
+    resource: str,
+    scope: Any,
+    scope_part: str,
+    errs: Errors,
+    where: Any,
+) -> None:
+    """One Metric message with data of ``kind`` into the builder, or refused whole with a message."""
+    data = getattr(metric, kind)
+    describe = _describe(metric, kind, data, service, resource, scope)
+    points = data.data_points
+    if not metric.name:
+        errs.add(f"{where()}: metric has no name; {len(points)} data points rejected", len(points))
+        return
+    if describe[4] is None:
+        errs.add(
+            f"{where()}: metric {metric.name!r}: aggregation_temporality "
+            f"{data.aggregation_temporality} is not 1 (delta) or 2 (cumulative); "
+            f"{len(points)} data points rejected",
+            len(points),
+        )
+        return
+    _DECODERS[kind](b, points, b.context(describe, resource, scope_part), errs, where)
+
+
 def _admit(
-    b: _MetricsBuilder, sids: np.ndarray, point_rows: np.ndarray, limiter: CardinalityLimiter, errs: Errors
+    b: MetricsBuilder, sids: np.ndarray, point_rows: np.ndarray, limiter: CardinalityLimiter, errs: Errors
 ) -> np.ndarray:
     """Bool mask of the points within their metric's series budget; refusals counted in ``errs``."""
     series_metric = np.asarray(b.context_metric, dtype=np.intp)[np.asarray(b.series_context, dtype=np.intp)]
@@ -420,7 +438,7 @@ def _admit(
     return keep
 
 
-def _series_table(b: _MetricsBuilder, sids: np.ndarray, rows: np.ndarray | None) -> pa.Table:
+def _series_table(b: MetricsBuilder, sids: np.ndarray, rows: np.ndarray | None) -> pa.Table:
     """SERIES_SCHEMA rows of the series ``rows`` (all when None): context columns by ``take``."""
     contexts = np.asarray(b.series_context, dtype=np.intp)
     attrs = b.series_attrs
@@ -431,19 +449,38 @@ def _series_table(b: _MetricsBuilder, sids: np.ndarray, rows: np.ndarray | None)
     return pa.Table.from_arrays(arrays, schema=SERIES_SCHEMA)
 
 
-def _assemble_metrics(b: _MetricsBuilder, limiter: CardinalityLimiter, errs: Errors) -> MetricBatch:
+def _number_columns_table(columns: dict[str, np.ndarray], sids: np.ndarray) -> pa.Table:
+    """The numbers group from columns (decode_fast) rather than row tuples."""
+    given = {
+        "series_id": pa.array(sids[columns["rows"]], type=pa.uint64()),
+        "time_unix_nano": pa.array(columns["time_unix_nano"], type=pa.int64()),
+        "start_time_unix_nano": pa.array(columns["start_time_unix_nano"], type=pa.int64()),
+        "value": pa.array(columns["value"], type=pa.float64(), mask=columns["value_missing"]),
+        "flags": pa.array(columns["flags"], type=pa.uint32()),
+    }
+    size = columns["rows"].size
+    arrays = [given[f.name] if f.name in given else pa.nulls(size, type=f.type) for f in POINTS_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=POINTS_SCHEMA)
+
+
+def assemble_metrics(b: MetricsBuilder, limiter: CardinalityLimiter, errs: Errors) -> MetricBatch:
     groups = [(name, getattr(b, name)) for name in _GROUP_COLUMNS]
     groups = [(name, rows) for name, rows in groups if rows]
-    if not groups:
+    if not groups and b.number_columns is None:
         return MetricBatch(
             POINTS_SCHEMA.empty_table(), SERIES_SCHEMA.empty_table(), EXEMPLARS_SCHEMA.empty_table()
         )
     sids = np.array(b.series_sid, dtype=np.uint64)
-    point_rows = np.concatenate(
-        [np.fromiter((row[0] for row in rows), dtype=np.intp, count=len(rows)) for _name, rows in groups]
-    )
+    row_parts = [
+        np.fromiter((row[0] for row in rows), dtype=np.intp, count=len(rows)) for _name, rows in groups
+    ]
+    tables = [_points_table(rows, _GROUP_COLUMNS[name], sids) for name, rows in groups]
+    if b.number_columns is not None:  # numbers come first, as in the row-tuple path
+        row_parts.insert(0, b.number_columns["rows"].astype(np.intp))
+        tables.insert(0, _number_columns_table(b.number_columns, sids))
+    point_rows = np.concatenate(row_parts)
     keep = _admit(b, sids, point_rows, limiter, errs)
-    points = pa.concat_tables([_points_table(rows, _GROUP_COLUMNS[name], sids) for name, rows in groups])
+    points = pa.concat_tables(tables)
     used_rows = None
     exemplar_rows = b.exemplars
     if not keep.all():

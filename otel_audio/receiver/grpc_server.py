@@ -1,10 +1,11 @@
 """OTLP/gRPC: the TraceService, MetricsService and LogsService of ``opentelemetry-proto``.
 
-Requests are registered with raw-bytes deserialisation and parsed here, so that an
-undecodable payload gets INVALID_ARGUMENT with a message (grpcio's own deserialiser would
-answer INTERNAL). Refusals follow the OTLP specification: RESOURCE_EXHAUSTED and UNAVAILABLE
-carry a ``google.rpc.RetryInfo`` detail, the signal that lets exporters retry instead of
-dropping data. The standard ``grpc.health.v1`` service reports SERVING while the receiver runs.
+Requests are registered with raw-bytes deserialisation and handed to ingest as bytes: an
+undecodable payload then gets INVALID_ARGUMENT with a message (grpcio's own deserialiser would
+answer INTERNAL), and metrics take the native decode path straight from the wire bytes.
+Refusals follow the OTLP specification: RESOURCE_EXHAUSTED and UNAVAILABLE carry a
+``google.rpc.RetryInfo`` detail, the signal that lets exporters retry instead of dropping data.
+The standard ``grpc.health.v1`` service reports SERVING while the receiver runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from otel_audio.processors.base import Signal
 from otel_audio.receiver.auth import GrpcAuthInterceptor, TokenAuth
 from otel_audio.receiver.config import ServerConfig
-from otel_audio.receiver.ingest import Ingestor, Overloaded, Unavailable
+from otel_audio.receiver.ingest import Ingestor, InvalidRequest, Overloaded, Unavailable
 
 # signal -> (service name, request type, response type, partial success type, rejected field)
 SERVICES = {
@@ -72,16 +72,11 @@ def retry_status(code: int, message: str, retry_after_s: int) -> status_pb2.Stat
 
 
 def _handler(ingestor: Ingestor, signal: Signal) -> grpc.RpcMethodHandler:
-    _service, request_type, _response, _partial, _field = SERVICES[signal]
-
     def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            request = request_type.FromString(raw)
-        except DecodeError as exc:
-            ingestor.refuse(signal, "grpc", "invalid")
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode {request_type.__name__}: {exc}")
-        try:
-            result = ingestor.export(signal, request, len(raw), "grpc")
+            result = ingestor.export(signal, raw, len(raw), "grpc")
+        except InvalidRequest as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Overloaded as exc:
             status = retry_status(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s)
             context.abort_with_status(rpc_status.to_status(status))

@@ -13,7 +13,6 @@ import zlib
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +23,7 @@ from starlette.routing import Route
 from otel_audio.processors.base import Signal
 from otel_audio.receiver.auth import TokenAuth
 from otel_audio.receiver.grpc_server import SERVICES, export_response, retry_status
-from otel_audio.receiver.ingest import Ingestor, Overloaded, Unavailable
+from otel_audio.receiver.ingest import Ingestor, InvalidRequest, Overloaded, Unavailable
 from otel_audio.receiver.otlp_json import OtlpJsonError, parse_request
 
 PROTOBUF = "application/x-protobuf"
@@ -111,14 +110,16 @@ def build_otlp_http_app(ingestor: Ingestor, auth: TokenAuth, max_request_bytes: 
             return _status_response(code_pb2.INVALID_ARGUMENT, 400, f"cannot read body: {exc}", as_json)
         _service, request_type, *_rest = SERVICES[signal]
         try:
-            message = parse_request(body, signal.value) if as_json else request_type.FromString(body)
-        except (OtlpJsonError, DecodeError) as exc:
+            message = parse_request(body, signal.value) if as_json else body
+        except OtlpJsonError as exc:
             ingestor.refuse(signal, "http", "invalid")
             return _status_response(
                 code_pb2.INVALID_ARGUMENT, 400, f"cannot decode {request_type.__name__}: {exc}", as_json
             )
         try:
             result = await run_in_threadpool(ingestor.export, signal, message, len(body), "http")
+        except InvalidRequest as exc:
+            return _status_response(code_pb2.INVALID_ARGUMENT, 400, str(exc), as_json)
         except Overloaded as exc:
             retry = {"Retry-After": str(exc.retry_after_s)}
             status = retry_status(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s)

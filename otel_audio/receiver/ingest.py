@@ -20,13 +20,29 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from otel_audio.processors.base import Batch, MetricBatch, Signal
+from otel_audio.receiver import decode_fast
 from otel_audio.receiver.batch_codec import decode_batch, encode_batch
 from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.chain import ProcessorChain
 from otel_audio.receiver.decode import decode_logs, decode_metrics, decode_traces
 from otel_audio.receiver.selfmon import SelfMetrics
 from otel_audio.store.wal import WalOverloaded, WalUnavailable, WriteAheadLog
+
+REQUEST_TYPES = {
+    Signal.METRICS: ExportMetricsServiceRequest,
+    Signal.TRACES: ExportTraceServiceRequest,
+    Signal.LOGS: ExportLogsServiceRequest,
+}
+
+
+class InvalidRequest(Exception):
+    """The payload is not a decodable Export*ServiceRequest; the sender must not retry it."""
 
 
 class Overloaded(Exception):
@@ -85,11 +101,21 @@ class Ingestor:
         self._lock = threading.Lock()
 
     def export(self, signal: Signal, request: Any, size: int, transport: str) -> ExportResult:
-        """Make one decoded request durable and processed; raise to refuse it retryably."""
+        """Make one request durable and processed; raise to refuse it.
+
+        ``request`` is the serialized protobuf (``bytes``; metrics then take the native fast path
+        when it is built) or an already parsed message (OTLP/JSON). Raises
+        :class:`InvalidRequest` for undecodable bytes, :class:`Overloaded` or
+        :class:`Unavailable` when the data cannot be taken now.
+        """
         began = time.perf_counter()
         self._admit(signal, size, transport)
         try:
-            decoded = self._decode(signal, request)
+            try:
+                decoded = self._decode(signal, request)
+            except InvalidRequest:
+                self._metrics.requests.labels(signal.value, transport, "invalid").inc()
+                raise
             batch = decoded.batch
             if len(batch):
                 kind, payload = encode_batch(batch)
@@ -143,6 +169,13 @@ class Ingestor:
             self._metrics.rejected.labels(signal.value, reason).inc(items)
 
     def _decode(self, signal: Signal, request: Any) -> Any:
+        if isinstance(request, (bytes, bytearray, memoryview)):
+            try:
+                if signal is Signal.METRICS and decode_fast.available():
+                    return decode_fast.decode_metrics_bytes(bytes(request), self._limiter)
+                request = REQUEST_TYPES[signal].FromString(request)
+            except DecodeError as exc:
+                raise InvalidRequest(f"cannot decode {REQUEST_TYPES[signal].__name__}: {exc}") from None
         if signal is Signal.METRICS:
             return decode_metrics(request, self._limiter)
         if signal is Signal.TRACES:
