@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed-stamp
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when the project's metadata changes; the install is editable.
-$(STAMP): pyproject.toml | $(PY)
+# Reinstall only when the project's metadata or the native scanner changes; the install is editable.
+$(STAMP): pyproject.toml otel_audio/receiver/_otlp_scan.c | $(PY)
 	$(PY) -m pip install --quiet -e '.[receiver,quality,test]'
 	touch $(STAMP)
 
@@ -29,6 +29,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/decorator_overhead.py
 	$(PY) benchmarks/signal_cost.py
+	$(PY) benchmarks/decode.py
+	$(PY) benchmarks/wal.py
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/query.py
+	$(PY) benchmarks/storage.py --block-hours 24
+	$(PY) benchmarks/trace_lookup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -82,3 +82,16 @@ def test_signal_cost_prints_one_json_line_per_layout_and_duration() -> None:
             assert by_duration.keys() == {"0.5s", "2s"}, layout
             assert all(is_positive_finite(v) for v in by_duration.values()), (section, layout, by_duration)
     assert result["repeats"] == 2
+
+
+def test_storage_benchmark_prints_bytes_per_sample_beside_the_entropy_bound():
+    result = one_json_line(run("storage.py", "--series", "8", "--points", "2000", "--block-hours", "24"))
+    for key in ("bytes_per_sample", "entropy_bound_bytes_per_sample", "samples", "blocks"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    assert result["samples"] == 16_000
+
+
+def test_trace_lookup_benchmark_prints_pruned_and_full_scan_latencies():
+    result = one_json_line(run("trace_lookup.py", "--traces", "2000", "--blocks", "3", "--lookups", "10"))
+    for key in ("bytes_per_span", "pruned_p50_ms", "full_scan_p50_ms"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
