@@ -1,10 +1,11 @@
 """Bytes per sample of metric blocks on the standard synthetic data set, and how fast they go.
 
-The data set is ``../shared/bench/synth_metrics.py`` (100 series x 20,000 points at 10 s: stage
-latency, CPU percent, a request counter, a quality score; 2,000,000 samples, entropy bound about
-0.78 bytes/sample). Each synthetic series becomes one gauge series with its own ``series_id`` and
-attribute set; points are cut into blocks of ``--block-hours`` by time, the way the receiver's
-block manager cuts its head, and each is written with ``write_metric_block`` into a temporary
+The data set is ``../shared/bench/synth_metrics.py``, copied verbatim to ``benchmarks/`` (100
+series x 20,000 points at 10 s: stage latency, CPU percent, a request counter, a quality score;
+2,000,000 samples, entropy bound about 0.78 bytes/sample). Each synthetic series becomes one
+gauge series with its own ``series_id`` and attribute set; points are cut into blocks of
+``--block-hours`` by time, the way the receiver's block manager cuts its head, and each is
+written with ``write_metric_block`` into a temporary
 directory. ``bytes_per_sample`` is the size of every file of every block (Parquet files and
 meta.json) divided by the samples; ``read_s`` reads every block back in full and checks that
 every value is bit-exact.
@@ -41,7 +42,9 @@ from otel_audio.processors.base import (
 )
 from otel_audio.store.blocks import read_metric_block, write_metric_block
 
-SYNTH_DIR = Path(__file__).resolve().parents[2] / "shared" / "bench"
+# The standard set lives in ../shared/bench; benchmarks/synth_metrics.py is a verbatim copy (a test
+# keeps them equal where both exist) so a clone on its own can run this benchmark.
+SYNTH_DIR = Path(__file__).resolve().parent
 
 
 def load_synth(nser: int, npts: int) -> tuple[np.ndarray, list[tuple[str, int, np.ndarray]], float]:
@@ -50,7 +53,7 @@ def load_synth(nser: int, npts: int) -> tuple[np.ndarray, list[tuple[str, int, n
         print(f"synthetic data set not found: {SYNTH_DIR / 'synth_metrics.py'}", file=sys.stderr)
         raise SystemExit(2)
     sys.path.insert(0, str(SYNTH_DIR))
-    import synth_metrics  # found at run time, next to the shared data
+    import synth_metrics  # found at run time, next to this script
 
     ts_ms, out = synth_metrics.series(nser=nser, npts=npts)
     return ts_ms, out, synth_metrics.entropy_bound_bytes_per_sample(ts_ms, out)

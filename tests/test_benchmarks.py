@@ -6,6 +6,7 @@ never asserted here, so these tests do not depend on the machine's load.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -95,3 +96,14 @@ def test_trace_lookup_benchmark_prints_pruned_and_full_scan_latencies():
     result = one_json_line(run("trace_lookup.py", "--traces", "2000", "--blocks", "3", "--lookups", "10"))
     for key in ("bytes_per_span", "pruned_p50_ms", "full_scan_p50_ms"):
         assert math.isfinite(result[key]) and result[key] > 0, key
+
+
+SYNTH_SHA256 = "791701877c0577d653f3875a8ab85559b9a11ed5c23c7432c9a4e5dc2cc5a123"
+
+
+def test_vendored_synthetic_data_set_is_the_standard_one():
+    vendored = (BENCHMARKS / "synth_metrics.py").read_bytes()
+    assert hashlib.sha256(vendored).hexdigest() == SYNTH_SHA256
+    shared = BENCHMARKS.parents[1] / "shared" / "bench" / "synth_metrics.py"
+    if shared.exists():  # beside the shared folder, the copy must still match it
+        assert shared.read_bytes() == vendored
