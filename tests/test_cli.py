@@ -68,8 +68,7 @@ def test_version_flag_prints_the_distribution_version(capsys):
 
 def test_console_script_is_installed_and_runs():
     script = Path(sys.executable).with_name("otel-audio")
-    if not script.exists():
-        pytest.skip(f"no otel-audio console script next to {sys.executable}")
+    assert script.exists(), f"no otel-audio console script next to {sys.executable}"
     done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and done.stdout.strip() == f"otel-audio {__version__}"
 

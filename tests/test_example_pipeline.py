@@ -109,8 +109,6 @@ def test_every_stage_span_is_a_child_of_the_pipeline_span_and_carries_the_audio_
 
 
 def test_validation_records_pesq_stoi_and_snr_of_the_enhanced_file(recorded):
-    pytest.importorskip("pesq")
-    pytest.importorskip("pystoi")
     clean, noisy = noisy_speech("white", 5.0, seed=0)
     checked = EnhancementPipeline().process(noisy, reference=clean).validation
 

@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -469,6 +468,7 @@ spans = make_spans(ids(random.Random(0), 4000))
 print("ready", flush=True)
 for i in range(10**6):
     tb.write_span_block(Path({dir!r}) / f"{{i % 3}}.parquet", spans)
+    print(i, flush=True)
 """
 
 
@@ -477,10 +477,9 @@ def test_a_writer_killed_mid_write_leaves_only_whole_blocks(tmp_path: Path) -> N
     code = _KILLED_WRITER.format(root=root, dir=str(tmp_path))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stdout.readline() == "ready\n"
-    deadline = time.monotonic() + 30
-    while len(list(tmp_path.glob("*.parquet"))) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(random.Random().uniform(0, 0.05))
+    # Kill during a later write, after all three names exist: a random number of writes in.
+    for _ in range(3 + random.Random().randrange(4)):
+        child.stdout.readline()
     child.send_signal(signal.SIGKILL)
     child.wait()
     blocks = sorted(tmp_path.glob("*.parquet"))

@@ -44,7 +44,7 @@ MAX_REGEX_LENGTH = 1_000
 DEFAULT_LOOKBACK_NS = 3600 * 10**9  # how far before start a counter's previous point is looked for
 
 AGGS = ("avg", "min", "max", "sum", "count", "last", "rate", "increase")
-_PERCENTILE = re.compile(r"p(100|\d{1,2}(?:\.\d+)?)")
+PERCENTILE = re.compile(r"p(100|\d{1,2}(?:\.\d+)?)")
 _ALLOWED = {  # agg names per metric type; "pNN" stands for every percentile
     "gauge": ("avg", "min", "max", "sum", "count", "last", "pNN"),
     "sum": (*AGGS, "pNN"),
@@ -200,8 +200,8 @@ class QueryEngine:
 
     def query_range(self, q: RangeQuery) -> list[SeriesResult]:
         """Aggregate ``q.metric`` per group and time bucket; groups without any data are left out."""
-        n = _buckets(q)
-        agg, quantile = _parse_agg(q.agg)
+        n = bucket_count(q)
+        agg, quantile = parse_agg(q.agg)
         matchers = _compile(q.matchers)
         snap = self._store.snapshot()
         rows = _metric_rows(snap, q.metric)
@@ -333,7 +333,8 @@ class QueryEngine:
 # -- request validation ----------------------------------------------------------------------------
 
 
-def _buckets(q: RangeQuery) -> int:
+def bucket_count(q: RangeQuery) -> int:
+    """How many step buckets a range query has; QueryError for a bad step, range or too many."""
     if q.step_ns <= 0:
         raise QueryError(f"step_ns must be > 0, got {q.step_ns}")
     if q.end_ns < q.start_ns:
@@ -347,10 +348,11 @@ def _buckets(q: RangeQuery) -> int:
     return n
 
 
-def _parse_agg(agg: str) -> tuple[str, float | None]:
+def parse_agg(agg: str) -> tuple[str, float | None]:
+    """(aggregation, quantile): ``("pNN", 0.95)`` for ``p95``, ``(agg, None)`` for the others."""
     if agg in AGGS:
         return agg, None
-    m = _PERCENTILE.fullmatch(agg)
+    m = PERCENTILE.fullmatch(agg)
     if m and float(m.group(1)) <= 100:
         return "pNN", float(m.group(1)) / 100
     raise QueryError(

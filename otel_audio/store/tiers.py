@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from otel_audio.store import histograms as hist
-from otel_audio.store.query import AGGS, MAX_BUCKETS, QueryError, RangeQuery, SeriesResult
+from otel_audio.store.query import PERCENTILE, QueryError, RangeQuery, SeriesResult, bucket_count, parse_agg
 from otel_audio.store.rollup import HOUR_NS, MINUTE_NS, merge_rollups
 
 DAY_NS = 86_400 * 10**9
@@ -66,7 +65,6 @@ _ROLLUP_AGGS = {
     "exponential_histogram": ("count", "sum", "avg", "min", "max", "rate", "increase", "pNN"),
     "summary": ("count", "sum", "avg", "rate", "increase"),
 }
-_PERCENTILE = re.compile(r"p(100|\d{1,2}(?:\.\d+)?)")
 
 
 def choose_tier(
@@ -105,7 +103,7 @@ def choose_tier(
 
 def answerable_from_rollups(kind: str, agg: str) -> bool:
     """Whether rollup rows can answer ``agg`` for a metric of type ``kind``."""
-    if _PERCENTILE.fullmatch(agg):
+    if PERCENTILE.fullmatch(agg):
         agg = "pNN"
     return agg in _ROLLUP_AGGS.get(kind, ())
 
@@ -132,8 +130,8 @@ def range_from_rollups(rollups: pa.Table, q: RangeQuery, kind: str) -> SeriesRes
             than the step, or when explicit histogram bounds differ inside the range.
         ValueError: when rows of one series overlap in time (a wiring error).
     """
-    n = _buckets(q)
-    agg, quantile = _parse_agg(q.agg)
+    n = bucket_count(q)
+    agg, quantile = parse_agg(q.agg)
     _check_agg(q.metric, kind, agg)
     stamps = q.start_ns + np.arange(n, dtype=np.int64) * q.step_ns
     values = np.full(n, np.nan)
@@ -186,31 +184,6 @@ def range_from_rollups(rollups: pa.Table, q: RangeQuery, kind: str) -> SeriesRes
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _buckets(q: RangeQuery) -> int:
-    if q.step_ns <= 0:
-        raise QueryError(f"step_ns must be > 0, got {q.step_ns}")
-    if q.end_ns < q.start_ns:
-        raise QueryError(f"end_ns {q.end_ns} is before start_ns {q.start_ns}")
-    n = max(1, -(-(q.end_ns - q.start_ns) // q.step_ns))
-    if n > MAX_BUCKETS:
-        least = -(-(q.end_ns - q.start_ns) // MAX_BUCKETS)
-        raise QueryError(
-            f"{n} buckets requested; at most {MAX_BUCKETS}: use step_ns >= {least} for this range"
-        )
-    return n
-
-
-def _parse_agg(agg: str) -> tuple[str, float | None]:
-    if agg in AGGS:
-        return agg, None
-    m = _PERCENTILE.fullmatch(agg)
-    if m and float(m.group(1)) <= 100:
-        return "pNN", float(m.group(1)) / 100
-    raise QueryError(
-        f"unknown agg {agg!r}; accepted: {', '.join(AGGS)}, or a percentile pNN/pNN.N (p50, p99.9)"
-    )
 
 
 def _check_agg(metric: str, kind: str, agg: str) -> None:
