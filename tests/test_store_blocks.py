@@ -404,3 +404,29 @@ def test_storage_benchmark_prints_one_json_line() -> None:
     assert result["samples"] == 16_000 and result["bit_exact"] is True and result["blocks"] >= 3
     for key in ("bytes_per_sample", "entropy_bound_bytes_per_sample", "block_hours", "write_s", "read_s"):
         assert result[key] > 0, key
+
+
+@pytest.mark.parametrize("points_in_block", [1, 2, 3])
+def test_small_histogram_blocks_keep_every_point(tmp_path: Path, points_in_block: int) -> None:
+    # A one-row row group of a list column once read back empty (pyarrow with delta-packed lists).
+    rows = [
+        {
+            "series_id": 7,
+            "time_unix_nano": T0 + i * STEP,
+            "start_time_unix_nano": T0 - STEP,
+            "value": 10.0 + i,
+            "count": 3 + i,
+            "bounds": [1.0, 5.0],
+            "bucket_counts": [1, 1 + i, 1],
+            "exp_positive_counts": [i, 2],
+            "exp_negative_counts": [4],
+        }
+        for i in range(points_in_block)
+    ]
+    points = pa.Table.from_pylist(rows, schema=POINTS_SCHEMA)
+    directory = tmp_path / "block"
+    write_metric_block(directory, points, series_table([7]), EXEMPLARS_SCHEMA.empty_table())
+    got, _series, _exemplars = read_metric_block(directory)
+    assert got.num_rows == points_in_block
+    assert got.column("bucket_counts").to_pylist() == [r["bucket_counts"] for r in rows]
+    assert got.column("exp_positive_counts").to_pylist() == [r["exp_positive_counts"] for r in rows]
