@@ -181,6 +181,9 @@ def grouped_merge_exponential(
     np.minimum.at(group_scale, group, scale)
     group_scale[group_scale == np.iinfo(np.int64).max] = 0
     index = np.where(category == ZERO, 0, index >> (scale - group_scale[group]))
+    merged = _merge_by_counting(group, category, index, counts)
+    if merged is not None:
+        return (group_scale, *merged)
     order = np.lexsort((np.where(category == NEGATIVE, -index, index), category, group))
     group, category, index, counts = group[order], category[order], index[order], counts[order]
     new_run = np.ones(group.size, dtype=bool)
@@ -188,6 +191,36 @@ def grouped_merge_exponential(
     starts = np.flatnonzero(new_run)
     summed = np.add.reduceat(counts, starts) if starts.size else counts[:0]
     return group_scale, group[starts], category[starts], index[starts], summed
+
+
+def _merge_by_counting(group, category, index, counts) -> tuple[np.ndarray, ...] | None:
+    """``grouped_merge_exponential``'s merge without a sort, or None when it would need much memory.
+
+    Each (group, category) gets a dense window from its lowest to its highest value-ordered index;
+    the counts are added into it (``np.add.at`` on int64: exact) and the non-empty cells read back
+    in window order, which is the sort order. Windows larger than a few times the number of
+    entries (buckets far apart) are left to the sort.
+    """
+    cell = group * 3 + category  # NEGATIVE, ZERO, POSITIVE are 0, 1, 2: cells follow the sort order
+    value = np.where(category == NEGATIVE, -index, index)
+    n_cells = int(cell.max()) + 1 if cell.size else 0
+    lo = np.full(n_cells, np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full(n_cells, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(lo, cell, value)
+    np.maximum.at(hi, cell, value)
+    used = np.bincount(cell, minlength=n_cells) > 0
+    lo, hi = np.where(used, lo, 0), np.where(used, hi, -1)
+    width = hi - lo + 1
+    if int(width.sum()) > 4 * counts.size + 4096:
+        return None
+    base = np.cumsum(width) - width
+    dense = np.zeros(int(width.sum()), dtype=np.int64)
+    np.add.at(dense, base[cell] + value - lo[cell], counts)
+    pos = np.flatnonzero(dense)
+    owner = np.repeat(np.arange(n_cells), width)[pos]
+    value = lo[owner] + pos - base[owner]
+    category = owner % 3
+    return owner // 3, category, np.where(category == NEGATIVE, -value, value), dense[pos]
 
 
 def grouped_quantile_exponential(

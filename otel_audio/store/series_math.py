@@ -159,42 +159,83 @@ def _list_rows(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _explicit_quantile(ctx: BucketContext, diff: np.ndarray, full: np.ndarray, quantile: float) -> np.ndarray:
-    bh = column(ctx.pts, "bh", 0)
-    uniq, first, bid = np.unique(bh, return_index=True, return_inverse=True)
+    bid, first = _layout_ids(column(ctx.pts, "bh", 0))
     bounds = [ctx.pts.column("bounds")[int(i)].as_py() or [] for i in first]
-    group = np.where(ctx.inrange, ctx.key // ctx.n, -1)
-    pairs = np.unique(np.stack([group[ctx.inrange], bid[ctx.inrange]], axis=1), axis=0)
-    dup = np.flatnonzero(pairs[1:, 0] == pairs[:-1, 0]) if len(pairs) > 1 else []
-    if len(dup):
-        g, b1, b2 = pairs[dup[0], 0], pairs[dup[0], 1], pairs[dup[0] + 1, 1]
+    _check_one_layout_per_group(ctx, bid, bounds)
+    flat, lengths, starts = _list_rows(ctx.pts, "bucket_counts")
+    out = np.full(ctx.size, np.nan)
+    for b in range(len(bounds)):
+        rows = np.flatnonzero(bid == b)
+        width = len(bounds[b]) + 1
+        rows = rows[lengths[rows] == width]
+        m = _bucket_matrix(flat, starts, rows, width)
+        # A diffed point's predecessor has its layout (a layout change is a reset), so it is the row above.
+        d = diff[rows] & (lengths[np.maximum(rows - 1, 0)] == width)
+        inc = np.empty_like(m)  # m - the row above; where a bucket went down, the point is taken whole
+        inc[:1] = 0.0
+        np.subtract(m[1:], m[:-1], out=inc[1:])
+        by_delta = d & ~(inc < 0).any(axis=1)
+        whole = ~by_delta & (full[rows] | d)
+        np.copyto(inc, m, where=whole[:, None])
+        inc[~by_delta & ~whole] = 0.0
+        keys = np.where(ctx.inrange[rows], ctx.key[rows], -1)
+        if not (keys >= 0).any():
+            continue
+        cells, merged = _sum_rows_by_key(keys, inc, ctx.size)
+        out[cells] = hist.quantile_explicit(bounds[b], merged, quantile)
+    return out
+
+
+def _bucket_matrix(flat: np.ndarray, starts: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """The bucket counts of ``rows`` (each ``width`` long) as a float matrix, one row per point."""
+    if rows.size and rows[-1] - rows[0] == rows.size - 1:  # consecutive points: one slice of ``flat``
+        first = starts[rows[0]]
+        return flat[first : first + rows.size * width].reshape(-1, width).astype(np.float64)
+    return flat[starts[rows, None] + np.arange(width)].astype(np.float64)
+
+
+def _layout_ids(bh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(id of each point's bucket layout, first point of each id), as ``np.unique``'s inverse and index.
+
+    Points come in runs (a series rarely changes bounds), so only run heads are sorted.
+    """
+    head = np.ones(bh.size, dtype=bool)
+    head[1:] = bh[1:] != bh[:-1]
+    run_start = np.flatnonzero(head)
+    _, first_run, run_id = np.unique(bh[run_start], return_index=True, return_inverse=True)
+    return np.repeat(run_id, np.diff(np.append(run_start, bh.size))), run_start[first_run]
+
+
+def _check_one_layout_per_group(ctx: BucketContext, bid: np.ndarray, bounds: list) -> None:
+    """Explicit histograms merge only with equal bounds: one layout per group, else a QueryError."""
+    group, b = ctx.key[ctx.inrange] // ctx.n, bid[ctx.inrange]
+    head = np.ones(group.size, dtype=bool)  # repeated (group, layout) pairs add nothing to the set
+    head[1:] = (group[1:] != group[:-1]) | (b[1:] != b[:-1])
+    n_layouts = max(len(bounds), 1)
+    pairs = np.unique(group[head] * n_layouts + b[head])
+    dup = np.flatnonzero(pairs[1:] // n_layouts == pairs[:-1] // n_layouts)
+    if dup.size:
+        g, b1, b2 = pairs[dup[0]] // n_layouts, pairs[dup[0]] % n_layouts, pairs[dup[0] + 1] % n_layouts
         raise QueryError(
             f"cannot merge explicit histograms of {ctx.q.metric!r} in group {ctx.labels[g]}: bucket bounds "
             f"differ ({bounds[b1]} vs {bounds[b2]}); group_by or match a label that separates them"
         )
-    flat, lengths, starts = _list_rows(ctx.pts, "bucket_counts")
-    out = np.full(ctx.size, np.nan)
-    local = np.empty(bid.size, dtype=np.int64)
-    for b in range(uniq.size):
-        rows = np.flatnonzero(bid == b)
-        width = len(bounds[b]) + 1
-        rows = rows[lengths[rows] == width]
-        local[rows] = np.arange(rows.size)
-        m = flat[starts[rows, None] + np.arange(width)].astype(np.float64)
-        d = diff[rows] & (lengths[np.maximum(rows - 1, 0)] == width)
-        inc = np.where(full[rows, None], m, 0.0)
-        delta = m[d] - m[local[rows[d] - 1]]
-        negative = (delta < 0).any(axis=1)
-        inc[np.flatnonzero(d)[~negative]] = delta[~negative]
-        inc[np.flatnonzero(d)[negative]] = m[d][negative]
-        keep = ctx.inrange[rows]
-        keys, inc = ctx.key[rows][keep], inc[keep]
-        if keys.size == 0:
-            continue
-        order = np.argsort(keys, kind="stable")
-        seg_starts, _ = _segments(keys[order])
-        merged = np.add.reduceat(inc[order], seg_starts, axis=0)
-        out[keys[order][seg_starts]] = hist.quantile_explicit(bounds[b], merged, quantile)
-    return out
+
+
+def _sum_rows_by_key(keys: np.ndarray, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct keys ascending, sum of the ``rows`` of each) for ``0 <= keys < size``; -1 is left out.
+
+    Counting rather than sorting: ``np.bincount`` adds in input order, as a stable sort would.
+    """
+    keys = np.where(keys < 0, size, keys)
+    present = np.zeros(size + 1, dtype=bool)
+    present[keys] = True
+    cells = np.flatnonzero(present[:size])
+    slot = np.cumsum(present) - 1  # left-out rows land in the last slot, dropped below
+    width = rows.shape[1]
+    flat_index = (slot[keys] * width)[:, None] + np.arange(width)
+    summed = np.bincount(flat_index.ravel(), weights=rows.ravel(), minlength=(cells.size + 1) * width)
+    return cells, summed[: cells.size * width].reshape(cells.size, width)
 
 
 def _exponential_quantile(
@@ -244,7 +285,7 @@ def _bucket_diffs(raw, offset, lengths, scale, pair_scale, diff) -> tuple[np.nda
     """(owner, index, count) of ``buckets(p) - buckets(p - 1)`` at ``pair_scale[p]`` for diffed points.
 
     Both histograms are downscaled to the pair's scale and added with signs into one dense window
-    per point (a bincount, no sort); zero results are dropped, negative ones mean a reset.
+    per point (``np.add.at``, no sort); zero results are dropped, negative ones mean a reset.
     """
     owner, idx, cnt = raw
     n_pts = offset.size
@@ -269,10 +310,11 @@ def _bucket_diffs(raw, offset, lengths, scale, pair_scale, diff) -> tuple[np.nda
     hi = np.maximum(np.where(has, last >> shift_own, -big), np.where(has_prev, last_prev >> shift_prev, -big))
     width = np.where(diff & (has | has_prev), hi - lo + 1, 0)
     base = np.cumsum(width) - width
-    dense = np.bincount(base[d_owner] + d_idx - lo[d_owner], weights=d_cnt, minlength=int(width.sum()))
+    dense = np.zeros(int(width.sum()), dtype=np.int64)
+    np.add.at(dense, base[d_owner] + d_idx - lo[d_owner], d_cnt)  # int64: exact, and faster than bincount
     pos = np.flatnonzero(dense)
     out_owner = np.repeat(np.arange(n_pts), width)[pos]
-    return out_owner, lo[out_owner] + pos - base[out_owner], dense[pos].astype(np.int64)
+    return out_owner, lo[out_owner] + pos - base[out_owner], dense[pos]
 
 
 def _summary_quantile(ctx: BucketContext, quantile: float) -> np.ndarray:
