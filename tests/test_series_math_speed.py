@@ -167,3 +167,86 @@ def test_grouped_merge_exponential_orders_negative_zero_positive_by_value():
     assert category.tolist() == [hist.NEGATIVE, hist.NEGATIVE, hist.ZERO, hist.POSITIVE, hist.POSITIVE]
     assert index.tolist() == [7, 1, 0, -2, 4]
     assert counts.tolist() == [4, 2, 3, 5, 1]
+
+
+def exponential_points(rng: np.random.Generator, n_series: int) -> pa.Table:
+    """Cumulative exponential-histogram points (series, then time): restarts, drops, rescaling."""
+    rows = []
+    for s in range(n_series):
+        values, start = np.zeros(0), 0
+        for t in np.sort(rng.choice(np.arange(-15, STEP * N_BUCKETS), rng.integers(1, 30), replace=False)):
+            new = np.concatenate([rng.lognormal(2, 1.5, rng.integers(0, 20)), -rng.lognormal(1, 1, 2), [0.0]])
+            r = rng.random()
+            if r < 0.1:  # a restart
+                values, start = new, int(t)
+            elif r < 0.15:  # a drop without a new start time
+                values = values[: values.size // 2]
+            else:
+                values = np.concatenate([values, new])
+            h = hist.exponential_histogram(
+                values, int(rng.integers(0, 5)), max_buckets=int(rng.choice([8, 64]))
+            )
+            rows.append(
+                {
+                    "sidx": s,
+                    "t": int(t) * S,
+                    "st": start * S,
+                    "v": float(values.sum()),
+                    "c": float(values.size),
+                    "exp_scale": h.scale,
+                    "exp_zero_count": h.zero_count,
+                    "exp_positive_offset": h.positive_offset,
+                    "exp_positive_counts": h.positive_counts.tolist(),
+                    "exp_negative_offset": h.negative_offset,
+                    "exp_negative_counts": h.negative_counts.tolist(),
+                }
+            )
+    return pa.Table.from_pylist(rows)
+
+
+def entries(p: dict, scale: int) -> dict[tuple[int, int], int]:
+    """{(category, index at ``scale``): count} of point ``p``."""
+    out: dict[tuple[int, int], int] = defaultdict(int)
+    out[(hist.ZERO, 0)] += p["exp_zero_count"]
+    for cat, name in ((hist.NEGATIVE, "negative"), (hist.POSITIVE, "positive")):
+        for j, c in enumerate(p[f"exp_{name}_counts"]):
+            out[(cat, (p[f"exp_{name}_offset"] + j) >> (p["exp_scale"] - scale))] += c
+    return out
+
+
+def reference_exponential(pts: pa.Table, gidx: np.ndarray, q: float) -> np.ndarray:
+    """Per point: bucket increments over the previous point at their common scale (whole after a reset)."""
+    rows = pts.to_pylist()
+    found = []  # (key, scale, category, index, count)
+    for i, p in enumerate(rows):
+        prev = rows[i - 1] if i and rows[i - 1]["sidx"] == p["sidx"] else None
+        if p["t"] < 0:
+            continue
+        key = int(gidx[p["sidx"]]) * N_BUCKETS + p["t"] // (STEP * S)
+        whole = prev is None and p["st"] >= 0
+        increments = {}
+        if prev is not None:
+            reset = (
+                prev["st"] != p["st"] or prev["c"] > p["c"] or prev["exp_zero_count"] > p["exp_zero_count"]
+            )
+            scale = min(p["exp_scale"], prev["exp_scale"])
+            cur, before = entries(p, scale), entries(prev, scale)
+            increments = {k: cur.get(k, 0) - before.get(k, 0) for k in set(cur) | set(before)}
+            whole = reset or min(increments.values()) < 0
+        if whole:
+            scale, increments = p["exp_scale"], entries(p, p["exp_scale"])
+        found += [(key, scale, cat, idx, c) for (cat, idx), c in increments.items()]
+    size = (int(gidx.max()) + 1) * N_BUCKETS
+    columns = [np.array([f[i] for f in found], dtype=np.int64) for i in range(5)]
+    return hist.grouped_quantile_exponential(*columns, size, q).reshape(-1, N_BUCKETS)
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("q", [0.0, 0.3, 0.95, 1.0])
+def test_exponential_percentile_equals_a_per_point_reference(seed, q):
+    rng = np.random.default_rng(seed)
+    n_series = int(rng.integers(1, 8))
+    gidx = np.unique(rng.integers(0, 3, n_series), return_inverse=True)[1]
+    pts = exponential_points(rng, n_series)
+    actual = compute(context(pts, gidx), "exponential_histogram", "pNN", q, True)
+    np.testing.assert_array_equal(actual, reference_exponential(pts, gidx, q))

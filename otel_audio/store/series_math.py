@@ -285,10 +285,24 @@ def _bucket_diffs(raw, offset, lengths, scale, pair_scale, diff) -> tuple[np.nda
     """(owner, index, count) of ``buckets(p) - buckets(p - 1)`` at ``pair_scale[p]`` for diffed points.
 
     Both histograms are downscaled to the pair's scale and added with signs into one dense window
-    per point (``np.add.at``, no sort); zero results are dropped, negative ones mean a reset.
+    per point (``np.add.at``, no sort); zero results are dropped, negative ones mean a reset. A point
+    laid out like its predecessor (same scale, offset and length, the usual case) is simply
+    subtracted bucket by bucket.
     """
     owner, idx, cnt = raw
     n_pts = offset.size
+    same = (
+        diff
+        & (scale == np.roll(scale, 1))
+        & (offset == np.roll(offset, 1))
+        & (lengths == np.roll(lengths, 1))
+    )
+    e = np.flatnonzero(same[owner])
+    e_owner = owner[e]
+    e_cnt = cnt[e] - cnt[e - lengths[e_owner]]  # the predecessor's entries sit just before
+    changed = e_cnt != 0
+    aligned = e_owner[changed], idx[e][changed], e_cnt[changed]
+    diff = diff & ~same
     nxt = np.minimum(owner + 1, n_pts - 1)
     cur, prev = diff[owner], diff[nxt] & (owner + 1 < n_pts)
     d_owner = np.concatenate([owner[cur], owner[prev] + 1])
@@ -314,7 +328,8 @@ def _bucket_diffs(raw, offset, lengths, scale, pair_scale, diff) -> tuple[np.nda
     np.add.at(dense, base[d_owner] + d_idx - lo[d_owner], d_cnt)  # int64: exact, and faster than bincount
     pos = np.flatnonzero(dense)
     out_owner = np.repeat(np.arange(n_pts), width)[pos]
-    return out_owner, lo[out_owner] + pos - base[out_owner], dense[pos]
+    windowed = out_owner, lo[out_owner] + pos - base[out_owner], dense[pos]
+    return tuple(np.concatenate(parts) for parts in zip(aligned, windowed, strict=True))
 
 
 def _summary_quantile(ctx: BucketContext, quantile: float) -> np.ndarray:
