@@ -10,7 +10,7 @@ import struct
 
 import pyarrow as pa
 
-from otel_audio.processors.base import Batch, LogBatch, MetricBatch, Signal, SpanBatch
+from otel_audio.processors.base import Batch, LogBatch, MetricBatch, SpanBatch
 
 # WAL record kinds; new kinds are appended, never renumbered.
 KIND_METRICS = 1
@@ -63,7 +63,3 @@ def decode_batch(kind: int, payload: bytes) -> Batch:
     if kind == KIND_LOGS:
         return LogBatch(logs=tables[0])
     raise ValueError(f"unknown WAL record kind {kind}")
-
-
-def signal_of(kind: int) -> Signal:
-    return {KIND_METRICS: Signal.METRICS, KIND_SPANS: Signal.TRACES, KIND_LOGS: Signal.LOGS}[kind]
