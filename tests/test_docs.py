@@ -19,3 +19,26 @@ def test_every_metric_and_attribute_is_documented_with_its_unit():
     for spec in semconv.METRICS:
         assert f"| `{spec.name}` | {spec.kind.value} | `{spec.unit}` |" in table
     assert f"`{semconv.AUDIO_ID}` | string | - | no |" in table
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    import re
+
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_readme_python_example_runs_as_written():
+    """The README's instrumentation example, run in a fresh interpreter with export switched off."""
+    import os
+    import subprocess
+    import sys
+
+    blocks = _python_blocks((ROOT / "README.md").read_text())
+    assert blocks, "the README shows how to instrument a pipeline"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")
+    for block in blocks:
+        done = subprocess.run(
+            [sys.executable, "-c", block], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
