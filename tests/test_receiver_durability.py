@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 import requests
 
 from tests.receiver_helpers import SECOND, api, gauge, grpc_export_metrics, metrics_request
@@ -79,8 +80,38 @@ class ServeProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(60)
 
+    def cleanup(self) -> None:
+        """Never leave a receiver running after the test, whatever failed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
 
-def _load(port: int, worker: int, acked: list[int], stop: threading.Event) -> None:
+
+@pytest.fixture
+def serve_process(tmp_path):
+    server = ServeProcess(tmp_path, tmp_path / "data")
+    yield server
+    server.cleanup()
+
+
+class Acks:
+    """Acknowledged request keys, with a condition to wait on their number (no polling)."""
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []
+        self.changed = threading.Condition()
+
+    def add(self, key: int) -> None:
+        with self.changed:
+            self.keys.append(key)
+            self.changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.keys) >= count, timeout)
+
+
+def _load(port: int, worker: int, acked: Acks, stop: threading.Event) -> None:
     """Send one new series per request; remember the requests the receiver acknowledged."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
@@ -94,17 +125,16 @@ def _load(port: int, worker: int, acked: list[int], stop: threading.Event) -> No
                 stub.Export(request, timeout=5)
             except grpc.RpcError:
                 return  # the receiver died mid-request: this one was not acknowledged
-            acked.append(key)
+            acked.add(key)
             seq += 1
 
 
-def test_kill_9_during_ingest_loses_no_acknowledged_point(tmp_path):
-    data = tmp_path / "data"
-    server = ServeProcess(tmp_path, data)
+def test_kill_9_during_ingest_loses_no_acknowledged_point(serve_process, tmp_path):
+    server, data = serve_process, tmp_path / "data"
     all_acked: list[int] = []
     for round_ in range(3):
         server.start()
-        acked: list[int] = []
+        acked = Acks()
         stop = threading.Event()
         workers = [
             threading.Thread(target=_load, args=(server.grpc_port, round_ * 10 + w, acked, stop))
@@ -112,15 +142,13 @@ def test_kill_9_during_ingest_loses_no_acknowledged_point(tmp_path):
         ]
         for w in workers:
             w.start()
-        deadline = time.monotonic() + 30
-        while len(acked) < 150 * (round_ + 1) and time.monotonic() < deadline:
-            threading.Event().wait(0.02)
+        acked.wait_for(150 * (round_ + 1), timeout=30)
         server.kill()
         stop.set()
         for w in workers:
             w.join(30)
-        assert acked, "the load generator never got an acknowledgement"
-        all_acked += acked
+        assert acked.keys, "the load generator never got an acknowledgement"
+        all_acked += acked.keys
 
     server.start()
     try:
