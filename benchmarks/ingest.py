@@ -58,6 +58,19 @@ _SERVICES = {
 _RETRYABLE = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
 
 
+def _retry_delay_s(error: Any) -> float:
+    """The delay the receiver asked for (google.rpc.RetryInfo), as OTLP exporters honour it."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return 1.0
+
+
 # -- requests ------------------------------------------------------------------------------------
 
 
@@ -216,7 +229,8 @@ def _sender(kind: str, port: int, args: dict[str, int], barrier: Any, results: A
                     if exc.code().name not in _RETRYABLE:
                         raise
                     tally["refused"] += 1
-                    time.sleep(0.05)
+                    # Back off as a real exporter does, never past the end of the run.
+                    time.sleep(min(_retry_delay_s(exc), max(deadline - time.monotonic(), 0.0)))
                     continue
                 tally["latencies_ms"].append((time.perf_counter() - sent) * 1e3)
                 tally["requests"] += 1
