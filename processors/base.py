@@ -171,6 +171,7 @@ class MetricBatch:
     series: pa.Table  # SERIES_SCHEMA, one row per series referenced by points
     exemplars: pa.Table  # EXEMPLARS_SCHEMA
     signal: Signal = Signal.METRICS
+    lsn: int = 0  # write-ahead log sequence number; 0 for batches not from the log
 
     def __len__(self) -> int:
         return self.points.num_rows
@@ -182,6 +183,7 @@ class SpanBatch:
 
     spans: pa.Table  # SPANS_SCHEMA
     signal: Signal = Signal.TRACES
+    lsn: int = 0  # write-ahead log sequence number; 0 for batches not from the log
 
     def __len__(self) -> int:
         return self.spans.num_rows
@@ -193,6 +195,7 @@ class LogBatch:
 
     logs: pa.Table  # LOGS_SCHEMA
     signal: Signal = Signal.LOGS
+    lsn: int = 0  # write-ahead log sequence number; 0 for batches not from the log
 
     def __len__(self) -> int:
         return self.logs.num_rows

@@ -1,9 +1,10 @@
 """Ingest: one decoded OTLP request becomes durable, then flows down the processor chain.
 
 The order is the durability contract: admission (bounded in-flight bytes) -> decode (with
-partial success for what cannot be kept) -> write-ahead log, fsynced -> processor chain ->
-acknowledgement. A request that is acknowledged is therefore on disk and already queryable;
-a request the receiver cannot keep is refused with a retryable status instead:
+partial success for what cannot be kept) -> write-ahead log, fsynced -> processor chain, in LSN
+order (:mod:`~otel_audio.receiver.sequencer`) -> acknowledgement. A request that is
+acknowledged is therefore on disk and already queryable; a request the receiver cannot keep
+is refused with a retryable status instead:
 
 - over the in-flight byte budget, or the WAL's own queue full: :class:`Overloaded`
   (gRPC RESOURCE_EXHAUSTED / HTTP 429, with a retry delay);
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -32,6 +33,7 @@ from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.chain import ProcessorChain
 from otel_audio.receiver.decode import decode_logs, decode_metrics, decode_traces
 from otel_audio.receiver.selfmon import SelfMetrics
+from otel_audio.receiver.sequencer import Sequencer
 from otel_audio.store.wal import WalOverloaded, WalUnavailable, WriteAheadLog
 
 REQUEST_TYPES = {
@@ -99,6 +101,7 @@ class Ingestor:
         self._retry_after_s = retry_after_s
         self._inflight = 0
         self._lock = threading.Lock()
+        self._sequencer = Sequencer(int(wal.stats()["last_lsn"]) + 1)
 
     def export(self, signal: Signal, request: Any, size: int, transport: str) -> ExportResult:
         """Make one request durable and processed; raise to refuse it.
@@ -118,16 +121,7 @@ class Ingestor:
                 raise
             batch = decoded.batch
             if len(batch):
-                kind, payload = encode_batch(batch)
-                try:
-                    self._wal.append_durable(kind, payload)
-                except WalOverloaded as exc:
-                    self._refused(signal, transport, "overloaded", len(batch) + decoded.rejected)
-                    raise Overloaded(f"write-ahead log queue is full: {exc}", self._retry_after_s) from None
-                except WalUnavailable as exc:
-                    self._refused(signal, transport, "unavailable", len(batch) + decoded.rejected)
-                    raise Unavailable(f"cannot make data durable: {exc}", self._retry_after_s) from None
-                self._chain.process(batch)
+                self._log_and_process(batch, signal, transport, len(batch) + decoded.rejected)
             message = decoded.error_message
             over_budget = decoded.rejected_over_budget
             self._metrics.accepted.labels(signal.value).inc(len(batch))
@@ -143,6 +137,28 @@ class Ingestor:
             with self._lock:
                 self._inflight -= size
                 self._metrics.inflight_bytes.set(self._inflight)
+
+    def _log_and_process(self, batch: Batch, signal: Signal, transport: str, items: int) -> None:
+        """WAL first, then the chain in LSN order (the store's checkpoints rely on that order)."""
+        kind, payload = encode_batch(batch)
+        try:
+            pending = self._wal.submit(kind, payload)
+        except WalOverloaded as exc:
+            self._refused(signal, transport, "overloaded", items)
+            raise Overloaded(f"write-ahead log queue is full: {exc}", self._retry_after_s) from None
+        except WalUnavailable as exc:
+            self._refused(signal, transport, "unavailable", items)
+            raise Unavailable(f"cannot make data durable: {exc}", self._retry_after_s) from None
+        try:
+            pending.wait()
+        except WalUnavailable as exc:
+            self._sequencer.skip(pending.lsn)
+            self._refused(signal, transport, "unavailable", items)
+            raise Unavailable(f"cannot make data durable: {exc}", self._retry_after_s) from None
+        except BaseException:
+            self._sequencer.skip(pending.lsn)
+            raise
+        self._sequencer.run(pending.lsn, lambda: self._chain.process(replace(batch, lsn=pending.lsn)))
 
     def tick(self, now_unix_nano: int) -> None:
         """Time-driven housekeeping: series silent past the idle timeout free their budget slots."""
@@ -182,15 +198,21 @@ class Ingestor:
             return decode_traces(request)
         return decode_logs(request)
 
-    def replay(self) -> int:
-        """Feed every WAL record back through the chain after a restart; returns records replayed."""
+    def replay(self, from_lsn: int = 0) -> int:
+        """Feed the WAL records from ``from_lsn`` on back through the chain after a restart.
+
+        Call it once, before any :meth:`export`; ``from_lsn`` is the first record the store's
+        blocks do not hold. Returns the number of records replayed.
+        """
         count = 0
-        for _lsn, kind, payload in self._wal.replay():
-            batch: Batch = decode_batch(kind, payload)
+        for lsn, kind, payload in self._wal.replay(from_lsn):
+            batch: Batch = replace(decode_batch(kind, payload), lsn=lsn)
             if isinstance(batch, MetricBatch):
                 self._restore_series(batch)
             self._chain.process(batch)
             count += 1
+        self._wal.skip_to(from_lsn - 1)
+        self._sequencer = Sequencer(int(self._wal.stats()["last_lsn"]) + 1)
         return count
 
     def _restore_series(self, batch: MetricBatch) -> None:

@@ -70,7 +70,15 @@ from typing import Literal, NamedTuple, TypeAlias
 
 from otel_audio.store.wal_format import CHECKED, HEADER, MAGIC, MAX_KIND, MAX_PAYLOAD, Damage, scan
 
-__all__ = ["WalCorrupt", "WalError", "WalOverloaded", "WalRecord", "WalUnavailable", "WriteAheadLog"]
+__all__ = [
+    "Pending",
+    "WalCorrupt",
+    "WalError",
+    "WalOverloaded",
+    "WalRecord",
+    "WalUnavailable",
+    "WriteAheadLog",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -215,7 +223,31 @@ class WriteAheadLog:
             WalUnavailable: the write or fsync failed, or the log is closed; the record is not in
                 the log.
         """
-        entry = self._enqueue(kind, payload)
+        return self.submit(kind, payload).wait()
+
+    def submit(self, kind: int, payload: BytesLike) -> Pending:
+        """Queue a record; the returned :class:`Pending` has its LSN now and waits for durability.
+
+        Callers that must know a record's LSN before it is durable (to process records in LSN
+        order, as the ingest path does) use this; ``append_durable`` is ``submit(...).wait()``.
+
+        Raises:
+            WalOverloaded: too many bytes wait to be written; nothing was queued.
+            WalUnavailable: the log is closed.
+        """
+        return Pending(self, self._enqueue(kind, payload))
+
+    def skip_to(self, lsn: int) -> None:
+        """Give out LSNs above ``lsn`` from now on.
+
+        After an OS crash under ``interval`` or ``never`` the log can end below what the blocks
+        already hold (their checkpoint); new records must not reuse those LSNs, or a replay from
+        the checkpoint would skip them.
+        """
+        with self._lock:
+            self._next_lsn = max(self._next_lsn, lsn + 1)
+
+    def _wait(self, entry: _Entry) -> int:
         with self._lock:
             while not entry.done:
                 self._done.wait()
@@ -592,6 +624,25 @@ class _Entry:
         self.lsn = 0
         self.done = False
         self.error: str | None = None
+
+
+class Pending:
+    """A queued record: ``lsn`` is final; :meth:`wait` returns once the record is durable."""
+
+    __slots__ = ("_entry", "_wal", "lsn")
+
+    def __init__(self, wal: WriteAheadLog, entry: _Entry) -> None:
+        self._wal = wal
+        self._entry = entry
+        self.lsn = entry.lsn
+
+    def wait(self) -> int:
+        """The LSN, once the fsync policy's promise holds for the record.
+
+        Raises:
+            WalUnavailable: the write or fsync failed; the record is not in the log.
+        """
+        return self._wal._wait(self._entry)
 
 
 @dataclass
