@@ -11,6 +11,10 @@ longer receive data, its blocks are merged into one:
   (:mod:`~otel_audio.store.trace_blocks`), each kind on its own;
 - :func:`partitions_to_compact`: which partitions are due, from ``now``.
 
+Rollup files (1-minute and 1-hour rows) are merged by
+:func:`~otel_audio.store.rollup_blocks.compact_rollup_partition`; here they only count for
+:func:`partitions_to_compact`, and the span and log functions leave them alone.
+
 **Duplicates.** Replaying the write-ahead log after a crash can flush a point twice, and a crash
 during compaction leaves the merged block next to its sources (below). Compaction drops them:
 
@@ -63,6 +67,7 @@ from otel_audio.store.blocks import (
     read_metric_block,
     write_metric_block,
 )
+from otel_audio.store.rollup_blocks import is_rollup_file
 from otel_audio.store.tiers import DAY_NS
 from otel_audio.store.trace_blocks import (
     LogBlockMeta,
@@ -155,7 +160,7 @@ def compact_log_partition(partition: Path) -> LogBlockMeta | None:
 def trace_block_files(partition: Path, kind: str) -> list[Path]:
     """The span (``kind="spans"``) or log (``"logs"``) block files of a partition, by name."""
     wanted = {"spans": SpanBlockMeta, "logs": LogBlockMeta}[kind]
-    return [path for path in _parquet_files(partition) if isinstance(read_block_meta(path), wanted)]
+    return [path for path in _parquet_files(partition) if _file_kind(path) is wanted]
 
 
 def _compact_files(partition: Path, kind: str, meta_type: type, schema: pa.Schema, key: list[str]):
@@ -184,7 +189,7 @@ def partitions_to_compact(root: Path, now_ns: int, *, min_age_ns: int = DEFAULT_
 
     A partition is due when its day (UTC) ended at least ``min_age_ns`` before ``now_ns``, i.e.
     ``next_midnight + min_age_ns <= now_ns``, and it holds more than one block of one kind
-    (metric block directories, span block files or log block files). The default, a day and an
+    (metric block directories, span block files, log block files or rollup files). The default, a day and an
     hour, leaves room for points that arrive late and for the head's last flush of the day: the
     block manager must never write into a partition that old, and must not compact a partition
     it is writing into.
@@ -212,8 +217,13 @@ def _holds_several_blocks(partition: Path) -> bool:
     files = _parquet_files(partition)
     if len(files) < 2:  # spare the footer reads of a compacted partition
         return False
-    kinds = [type(read_block_meta(path)) for path in files]
-    return kinds.count(SpanBlockMeta) > 1 or kinds.count(LogBlockMeta) > 1
+    kinds = [_file_kind(path) for path in files]
+    return any(kinds.count(kind) > 1 for kind in (SpanBlockMeta, LogBlockMeta, "rollups"))
+
+
+def _file_kind(path: Path) -> type | str:
+    """SpanBlockMeta or LogBlockMeta for a span or log block, ``"rollups"`` for a rollup file."""
+    return "rollups" if is_rollup_file(path) else type(read_block_meta(path))
 
 
 def _day(partition: Path) -> dt.date | None:

@@ -1,0 +1,429 @@
+"""Rollup files: the on-disk form of the 1-minute and 1-hour tiers' rollup rows.
+
+A rollup file is one plain Parquet file of ``ROLLUP_SCHEMA`` rows (:mod:`~otel_audio.store.rollup`)
+of one tier, in the tier's day partition ``<root>/blocks/<tier>/<YYYY-MM-DD>/``
+(:func:`~otel_audio.store.retention.partition_dir`). Layout:
+
+- rows sorted by ``series_id`` then ``window_start_ns`` (recorded as the file's
+  ``sorting_columns``): a series' windows are adjacent and each row group covers a narrow range of
+  series, so min/max statistics on those two columns let :func:`read_rollups` skip the row groups
+  that cannot hold the asked series or times;
+- row groups of :data:`ROLLUP_ROW_GROUP_ROWS` rows, zstd level :data:`ZSTD_LEVEL`;
+- the file's :class:`RollupBlockMeta` as JSON under the key-value metadata key
+  ``otel_audio.rollups`` (kind ``"rollups"``, format, tier, window, window-start range, rows), so
+  a file is self-describing and is told apart from span and log blocks (``otel_audio.block``).
+
+**Encodings, by measurement.** One day and a half of the synthetic set (100 series x 20,000
+points at 10 s, ``benchmarks/synth_metrics.py``; the counter series as a monotonic cumulative
+sum) rolled up into 333,400 one-minute rows, zstd level 15 unless said otherwise, bytes per row:
+
+=============================================================  ======  =====
+layout                                                          1m      1h
+=============================================================  ======  =====
+pyarrow defaults (every column dictionary-encoded), zstd 15     11.37   14.94
+chosen: see below                                               7.94    11.81
+  the same with BYTE_STREAM_SPLIT floats                        10.03   15.03
+  the same with dictionary-encoded floats                       9.67    14.73
+  the same with PLAIN time columns                              10.49   11.93
+  the same with row groups of 16,384 / 131,072 rows             8.06 / 7.88
+  the same at zstd level 1 / 9 / 19                             9.28 / 8.74 / 7.86
+=============================================================  ======  =====
+
+Chosen: ``DELTA_BINARY_PACKED`` for the four time columns (regular windows and scrapes give
+near-constant deltas); dictionary encoding for ``series_id`` (long runs after sorting),
+``window_ns``, ``count``, ``mixed_bounds`` and ``exp_scale`` (few distinct values); PLAIN for the
+float columns. BYTE_STREAM_SPLIT, which helps noisy floats, costs a quarter more here: rollup
+floats come from decimal values (sum, min, max and last of 0.1-step readings), whose repeated
+byte patterns zstd finds in PLAIN pages. List columns stay PLAIN (pyarrow 26 loses rows of
+DELTA_BINARY_PACKED list columns in tiny row groups, see :mod:`~otel_audio.store.blocks`). Level 15
+writes about 300,000 rows/s on a 2-core machine: 1 % larger than level 19 in half its time.
+Statistics are written only for ``series_id`` and ``window_start_ns``, the columns readers prune
+by. Nothing in the file needs otel-audio to read: ``pyarrow.parquet.read_table`` or DuckDB's
+``read_parquet`` give the rows (``docs/storage-format.md``, "Rollup files").
+
+**Writes** are atomic and durable as for span blocks: ``.<name>.<uuid>.tmp`` in the same
+directory, fsync, rename, fsync of the directory. A crash leaves the whole file or none (and at
+most a ``.*.tmp`` file, which :func:`compact_rollup_partition` deletes and readers never list).
+
+**Compaction.** Every flush of the head writes a rollup file into its partition; once the day is
+over (:func:`~otel_audio.store.compaction.partitions_to_compact` names it), :func:`compact_rollup_partition`
+merges them into one, rows of one ``(series_id, window_start_ns)`` joined by
+:func:`~otel_audio.store.rollup.merge_rollups` (two flushes can each hold part of a window). It is
+crash-safe as :mod:`~otel_audio.store.compaction`: the merged file is written durably under a new
+name first, then the sources are renamed to ``.<name>.tmp`` and deleted.
+
+Merging is **not** idempotent: a row merged with itself doubles its count, sums and increases.
+So no file may be handed in twice, and the crash that leaves the merged file next to its sources
+must not make them count twice. The merged file therefore names its sources (metadata key
+``replaces``): :func:`rollup_block_files` leaves out every file that another complete file of the
+partition replaces, and the next :func:`compact_rollup_partition` deletes them. File names of a
+partition must never be reused (flushes name files uniquely; merged files are
+``compacted-<uuid>.parquet``).
+
+Example::
+
+    partition = partition_dir(root, "1m", t0)
+    meta = write_rollup_block(partition / "000123.parquet", minute_rows, tier="1m")
+    rows = read_rollups(rollup_block_files(partition), series_ids=[sid], start_ns=t0, end_ns=t1)
+    merged = compact_rollup_partition(partition)   # once the day is over
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from otel_audio.store.rollup import HOUR_NS, MINUTE_NS, ROLLUP_SCHEMA, merge_rollups
+from otel_audio.store.trace_blocks import ReadStats
+
+META_KEY = b"otel_audio.rollups"
+KIND = "rollups"
+FORMAT = "otel-audio/rollups/1"
+ROLLUP_ROW_GROUP_ROWS = 65_536  # measured: 8.06 B/row at 16,384, 7.94 at 65,536, 7.88 at 131,072
+ZSTD_LEVEL = 15
+COMPACTED_PREFIX = "compacted-"  # merged files: compacted-<uuid hex>.parquet, as compaction.py names them
+
+# The rollup tiers of otel_audio.store.tiers (not imported: it imports the query engine, which reads
+# these files); tests/test_store_rollup_blocks.py keeps the two equal.
+TIER_WINDOWS = {"1m": MINUTE_NS, "1h": HOUR_NS}
+_KEY = ("series_id", "window_start_ns")
+_TIMES = ("window_start_ns", "first_time_ns", "last_time_ns", "last_start_time_ns")
+_DICTIONARY = ("series_id", "window_ns", "count", "mixed_bounds", "exp_scale")
+_TMP = ".tmp"
+
+
+@dataclass(frozen=True)
+class RollupBlockMeta:
+    """What a rollup file holds; all but ``path`` and ``bytes`` are stored in the file's metadata.
+
+    Args:
+        path: the file.
+        tier: tier name (``1m``, ``1h``).
+        window_ns: the window of every row (the tier's).
+        min_window_start_ns: first and last window start, inclusive.
+        max_window_start_ns:
+        rows: rollup rows.
+        bytes: size of the file.
+        replaces: names of the files of the partition whose rows this (merged) file holds.
+    """
+
+    path: Path
+    tier: str
+    window_ns: int
+    min_window_start_ns: int
+    max_window_start_ns: int
+    rows: int
+    bytes: int
+    replaces: tuple[str, ...] = ()
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def write_rollup_block(
+    path: Path, rows: pa.Table, *, tier: str, row_group_rows: int = ROLLUP_ROW_GROUP_ROWS
+) -> RollupBlockMeta:
+    """Write ``rows`` (``ROLLUP_SCHEMA`` columns, any order) as one sorted rollup file, atomically.
+
+    Args:
+        path: the new file, named ``*.parquet``; it must not exist.
+        rows: rollup rows of the tier, at least one; every row's ``window_ns`` is the tier's.
+        tier: ``1m`` or ``1h`` (:data:`TIER_WINDOWS`).
+        row_group_rows: rows per row group.
+
+    Raises:
+        ValueError: empty table, missing columns, a name not ending in ``.parquet``, an unknown
+            tier or rows of another window.
+        FileExistsError: ``path`` exists (files are immutable; write under a new name).
+    """
+    return _write(Path(path), rows, tier, row_group_rows, ())
+
+
+def _write(
+    path: Path, rows: pa.Table, tier: str, row_group_rows: int, replaces: tuple[str, ...]
+) -> RollupBlockMeta:
+    if not path.name.endswith(".parquet") or path.name.startswith("."):
+        raise ValueError(f"rollup file name must end in .parquet and not start with '.': got {path.name!r}")
+    window_ns = _tier_window(tier)
+    table = _conform(rows)
+    widths = pc.unique(table["window_ns"]).to_pylist()
+    if widths != [window_ns]:
+        other = next(w for w in widths if w != window_ns)
+        raise ValueError(
+            f"rows with window_ns={other} cannot go into a {tier!r} rollup file: every row's "
+            f"window_ns must be {window_ns} (roll them up with rollup_rollups first)"
+        )
+    if path.exists():
+        raise FileExistsError(f"{path} exists: rollup files are immutable, write under a new name")
+    table = table.sort_by([(c, "ascending") for c in _KEY])
+    starts = pc.min_max(table["window_start_ns"])
+    fields: dict[str, Any] = {
+        "tier": tier,
+        "window_ns": window_ns,
+        "min_window_start_ns": starts["min"].as_py(),
+        "max_window_start_ns": starts["max"].as_py(),
+        "rows": table.num_rows,
+    }
+    if replaces:
+        fields["replaces"] = list(replaces)
+    _write_atomic(path, table, fields, row_group_rows)
+    return _meta_of(path, fields)
+
+
+def _meta_of(path: Path, fields: dict[str, Any]) -> RollupBlockMeta:
+    replaces = tuple(fields.pop("replaces", ()))
+    return RollupBlockMeta(path, bytes=os.stat(path).st_size, replaces=replaces, **fields)
+
+
+def _tier_window(tier: str) -> int:
+    if tier not in TIER_WINDOWS:
+        raise ValueError(
+            f"rollup files belong to a rollup tier, one of {list(TIER_WINDOWS)}; got tier {tier!r}"
+        )
+    return TIER_WINDOWS[tier]
+
+
+def _conform(rows: pa.Table) -> pa.Table:
+    missing = [name for name in ROLLUP_SCHEMA.names if name not in rows.column_names]
+    if missing:
+        raise ValueError(
+            f"rollup table lacks column(s) {', '.join(missing)}; expected ROLLUP_SCHEMA {ROLLUP_SCHEMA.names}"
+        )
+    if rows.num_rows == 0:
+        raise ValueError("a rollup file needs at least one row; write no file for an empty flush")
+    return rows.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA).combine_chunks()
+
+
+def _write_atomic(path: Path, table: pa.Table, fields: dict[str, Any], row_group_rows: int) -> None:
+    meta = json.dumps({"kind": KIND, "format": FORMAT, **fields}).encode()
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}{_TMP}"
+    try:
+        with pq.ParquetWriter(
+            tmp,
+            table.schema,
+            compression="zstd",
+            compression_level=ZSTD_LEVEL,
+            use_dictionary=list(_DICTIONARY),
+            column_encoding=dict.fromkeys(_TIMES, "DELTA_BINARY_PACKED"),
+            write_statistics=list(_KEY),
+            sorting_columns=[pq.SortingColumn(ROLLUP_SCHEMA.get_field_index(c)) for c in _KEY],
+            store_schema=False,  # the Parquet logical types say it all; ~1 KB less per file
+        ) as writer:
+            writer.write_table(table, row_group_size=row_group_rows)
+            writer.add_key_value_metadata({META_KEY: meta})  # without store_schema, not taken from the schema
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def read_rollup_meta(path: Path) -> RollupBlockMeta:
+    """The metadata a rollup file was written with (``bytes`` from the file).
+
+    Raises:
+        ValueError: the file is no rollup file (e.g. a span or log block), or of a newer format.
+    """
+    return _meta(Path(path), pq.read_metadata(path))
+
+
+def _meta(path: Path, md: pq.FileMetaData) -> RollupBlockMeta:
+    raw = (md.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise ValueError(
+            f"{path} is not an otel-audio rollup file (no {META_KEY.decode()} key-value metadata)"
+        )
+    fields = json.loads(raw)
+    if fields.pop("kind", None) != KIND or fields.pop("format", None) != FORMAT:
+        raise ValueError(f"{path} holds rollups of another format than {FORMAT!r}: {raw.decode()}")
+    return _meta_of(path, fields)
+
+
+def read_rollups(
+    paths: Sequence[Path],
+    *,
+    series_ids: Sequence[int] | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    stats: ReadStats | None = None,
+) -> pa.Table:
+    """The ``ROLLUP_SCHEMA`` rows of ``paths`` of the given series with a window start in
+    ``[start_ns, end_ns)``, sorted by series and window start; ``None`` places no condition.
+
+    Row groups whose ``series_id`` or ``window_start_ns`` statistics exclude the query are not
+    read (``stats`` counts them). Rows are returned as stored: files not yet compacted may each
+    hold part of one window, which :func:`~otel_audio.store.rollup.merge_rollups` joins.
+
+    Raises:
+        ValueError: a path that is no rollup file.
+    """
+    stats = stats if stats is not None else ReadStats()
+    ids = None if series_ids is None else np.unique(np.asarray(series_ids, dtype=np.uint64))
+    parts = []
+    for path in paths:
+        file = pq.ParquetFile(path)
+        _meta(Path(path), file.metadata)
+        stats.files += 1
+        stats.row_groups += file.metadata.num_row_groups
+        keep = [
+            rg
+            for rg in range(file.metadata.num_row_groups)
+            if _may_hold(file.metadata, rg, ids, start_ns, end_ns)
+        ]
+        stats.pruned_by_stats += file.metadata.num_row_groups - len(keep)
+        if keep:
+            table = file.read_row_groups(keep, use_threads=False)
+            stats.row_groups_read += len(keep)
+            stats.rows_read += table.num_rows
+            parts.append(table.replace_schema_metadata(None).cast(ROLLUP_SCHEMA))
+    if not parts:
+        return ROLLUP_SCHEMA.empty_table()
+    table = pa.concat_tables(parts)
+    mask = np.ones(table.num_rows, dtype=bool)
+    if ids is not None:
+        mask &= np.isin(table["series_id"].to_numpy(), ids)
+    starts = table["window_start_ns"].to_numpy()
+    if start_ns is not None:
+        mask &= starts >= start_ns
+    if end_ns is not None:
+        mask &= starts < end_ns
+    if not mask.all():
+        table = table.filter(pa.array(mask))
+    return table.sort_by([(c, "ascending") for c in _KEY]).combine_chunks()
+
+
+def _may_hold(
+    md: pq.FileMetaData, rg: int, ids: np.ndarray | None, start_ns: int | None, end_ns: int | None
+) -> bool:
+    """Whether row group ``rg``'s statistics allow a row of the query (no statistics: they do)."""
+    group = md.row_group(rg)
+    sid = group.column(ROLLUP_SCHEMA.get_field_index("series_id")).statistics
+    start = group.column(ROLLUP_SCHEMA.get_field_index("window_start_ns")).statistics
+    if ids is not None and sid is not None and sid.has_min_max:
+        first = np.searchsorted(ids, np.uint64(sid.min), side="left")
+        if first == np.searchsorted(ids, np.uint64(sid.max), side="right"):
+            return False
+    if start is not None and start.has_min_max:
+        if (start_ns is not None and start.max < start_ns) or (end_ns is not None and start.min >= end_ns):
+            return False
+    return True
+
+
+def rollup_block_files(partition: Path) -> list[Path]:
+    """The rollup files of a partition to read, by name: ``*.parquet`` files (no dot names, so no
+    ``.*.tmp`` leftovers) whose metadata says kind ``rollups``, less those that a merged file of
+    the partition replaces. Span and log blocks are left out.
+
+    Raises:
+        ValueError: a rollup file of another format.
+    """
+    metas = _rollup_metas(Path(partition))
+    replaced = {name for meta in metas for name in meta.replaces}
+    return [meta.path for meta in metas if meta.path.name not in replaced]
+
+
+def _rollup_metas(partition: Path) -> list[RollupBlockMeta]:
+    """The meta of every complete rollup file of the partition, replaced ones included, by name."""
+    metas = []
+    for path in _parquet_files(partition):
+        md = pq.read_metadata(path)
+        if META_KEY in (md.metadata or {}):
+            metas.append(_meta(path, md))
+    return metas
+
+
+def is_rollup_file(path: Path) -> bool:
+    """Whether ``path``'s Parquet key-value metadata marks it as a rollup file (reads the footer)."""
+    return META_KEY in (pq.read_metadata(path).metadata or {})
+
+
+def _parquet_files(partition: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in partition.iterdir()
+        if not p.name.startswith(".") and p.name.endswith(".parquet") and p.is_file() and not p.is_symlink()
+    )
+
+
+# -- compaction ------------------------------------------------------------------------------------
+
+
+def compact_rollup_partition(partition: Path) -> RollupBlockMeta | None:
+    """Merge every rollup file of ``partition`` into one; rows of one (series, window) are merged.
+
+    ``.*.tmp`` leftovers are deleted first, then files that a merged file replaces (left by a
+    crash). Span and log blocks in the directory are left alone. Rows are merged, not
+    deduplicated: no file may be handed in twice (see the module docstring).
+
+    Returns:
+        The merged file's meta, or None (nothing changed but leftovers) with fewer than two files.
+
+    Raises:
+        ValueError: the files are of different tiers.
+    """
+    partition = Path(partition)
+    for entry in sorted(partition.iterdir()):
+        if entry.name.startswith(".") and entry.name.endswith(_TMP) and entry.is_file():
+            entry.unlink()
+    every = _rollup_metas(partition)
+    replaced = {name for meta in every for name in meta.replaces}
+    stale = [meta.path for meta in every if meta.path.name in replaced]
+    if stale:  # an earlier compaction stopped between writing the merged file and retiring these
+        _retire(stale)
+    metas = [meta for meta in every if meta.path.name not in replaced]
+    if len(metas) < 2:
+        return None
+    sources = [meta.path for meta in metas]
+    tiers = sorted({meta.tier for meta in metas})
+    if len(tiers) > 1:
+        raise ValueError(
+            f"rollup files of tiers {tiers} in one partition {partition}; each tier has its own "
+            "partitions (blocks/<tier>/<day>), so a file is misplaced"
+        )
+    rows = pa.concat_tables(
+        [pq.read_table(path).replace_schema_metadata(None).cast(ROLLUP_SCHEMA) for path in sources]
+    )
+    merged = _write(
+        partition / f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet",
+        merge_rollups(rows, metas[0].window_ns),
+        tiers[0],
+        ROLLUP_ROW_GROUP_ROWS,
+        tuple(path.name for path in sources),
+    )
+    _retire(sources)
+    return merged
+
+
+def _retire(sources: Sequence[Path]) -> None:
+    """Rename each source to ``.<name>.tmp`` (atomic), make the renames durable, then delete them;
+    a crash in between leaves only ``.tmp`` garbage (as ``compaction._retire``)."""
+    doomed = []
+    for source in sources:
+        target = source.with_name(f".{source.name}{_TMP}")
+        os.rename(source, target)
+        doomed.append(target)
+    _fsync(sources[0].parent)
+    for path in doomed:
+        path.unlink()
