@@ -1,4 +1,5 @@
-/* Native scanner of serialized OTLP ExportMetricsServiceRequest messages: the hot path of metric ingest.
+/* Native scanner of serialized OTLP ExportMetricsServiceRequest messages: the hot path of metric ingest
+ * (and, in the traces section below, of ExportTraceServiceRequest messages: scan_spans).
  *
  * scan_numbers(buf, seed) walks the protobuf wire format of the request once, without building
  * protobuf objects, and returns the gauge and sum data points (NumberDataPoint) as columns, plus
@@ -23,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -785,6 +787,880 @@ error:
     return NULL;
 }
 
+/* ================================================================ traces
+ *
+ * scan_spans(buf) walks a serialized ExportTraceServiceRequest and returns the accepted spans as
+ * columns (otel_audio/receiver/decode_spans_fast.py reads them): fixed-width fields as packed
+ * arrays, every string field as Arrow string buffers (int32 offsets, UTF-8 data), ids already in
+ * lower-case hex, and attributes, events and links already written as the canonical JSON of
+ * otel_audio.receiver.otlp_values (keys sorted by code point, a repeated key's last value, compact
+ * separators, non-ASCII kept, float repr, bytes as base64). Spans that decode_spans refuses are
+ * returned by location, for Python to name the problem. Resources and scopes are returned
+ * serialized, one joined bytes object each, as scan_numbers does.
+ *
+ * The walk checks everything protobuf checks in the parts it turns into columns (structure, the
+ * nesting limit), so a request it accepts is one protobuf accepts. What it does not reproduce
+ * itself -- a string that is not UTF-8 (protobuf refuses it), a message member of AnyValue or
+ * KeyValue sent twice (protobuf merges the two), offsets beyond int32 -- makes it return None:
+ * the caller then decodes the request with protobuf and the reference decoder. The walk needs the
+ * GIL (floats are written by Python's repr); it runs with it held.
+ */
+
+enum {
+    REQUEST_RESOURCE_SPANS = 1,
+    RESOURCE_SPANS_RESOURCE = 1,
+    RESOURCE_SPANS_SCOPE_SPANS = 2,
+    RESOURCE_SPANS_SCHEMA_URL = 3,
+    SCOPE_SPANS_SCOPE = 1,
+    SCOPE_SPANS_SPANS = 2,
+    SCOPE_SPANS_SCHEMA_URL = 3,
+    SPAN_TRACE_ID = 1,
+    SPAN_SPAN_ID = 2,
+    SPAN_TRACE_STATE = 3,
+    SPAN_PARENT_SPAN_ID = 4,
+    SPAN_NAME = 5,
+    SPAN_KIND = 6,
+    SPAN_START_TIME = 7,
+    SPAN_END_TIME = 8,
+    SPAN_ATTRIBUTES = 9,
+    SPAN_EVENTS = 11,
+    SPAN_LINKS = 13,
+    SPAN_STATUS = 15,
+    SPAN_FLAGS = 16,
+    STATUS_MESSAGE = 2,
+    STATUS_CODE = 3,
+    EVENT_TIME = 1,
+    EVENT_NAME = 2,
+    EVENT_ATTRIBUTES = 3,
+    LINK_TRACE_ID = 1,
+    LINK_SPAN_ID = 2,
+    LINK_TRACE_STATE = 3,
+    LINK_ATTRIBUTES = 4,
+    KEY_VALUE_KEY = 1,
+    KEY_VALUE_VALUE = 2,
+    ANY_STRING = 1,
+    ANY_BOOL = 2,
+    ANY_INT = 3,
+    ANY_DOUBLE = 4,
+    ANY_ARRAY = 5,
+    ANY_KVLIST = 6,
+    ANY_BYTES = 7,
+    ANY_STRING_STRINDEX = 8,
+    ARRAY_VALUES = 1,
+    KVLIST_VALUES = 1,
+    RESOURCE_ATTRIBUTES = 1,
+    RESOURCE_ENTITY_REFS = 3,
+    SCOPE_ATTRIBUTES = 3,
+};
+
+/* Message types the depth check walks into (resources and scopes; span contents are walked by the
+ * JSON writers). M_LEAF: a message without message fields (EntityRef). */
+enum { M_LEAF, M_RESOURCE, M_SCOPE, M_KEY_VALUE, M_ANY_VALUE, M_ARRAY_VALUE, M_KVLIST };
+
+#define FALLBACK (-2) /* return code: leave the request to protobuf and the reference decoder */
+
+/* Arrow string column being built: int32 offsets (one more than strings) and UTF-8 data. */
+typedef struct {
+    Vec offsets;
+    Vec data;
+} StrCol;
+
+enum { SC_TRACE_ID, SC_SPAN_ID, SC_PARENT_SPAN_ID, SC_TRACE_STATE, SC_NAME, SC_STATUS_MESSAGE, SC_ATTRIBUTES,
+       SC_EVENTS, SC_LINKS, SC_COUNT };
+static const char *const STRING_COLUMNS[SC_COUNT] = {
+    "trace_id", "span_id", "parent_span_id", "trace_state", "name", "status_message", "attributes", "events", "links",
+};
+
+enum { FC_SCOPE, FC_KIND, FC_START, FC_END, FC_STATUS_CODE, FC_FLAGS, FC_COUNT };
+static const char *const FIXED_COLUMNS[FC_COUNT] = {"scope", "kind", "start_time_unix_nano", "end_time_unix_nano",
+                                                    "status_code", "flags"};
+static const size_t FIXED_SIZES[FC_COUNT] = {4, 1, 8, 8, 1, 4};
+
+typedef struct {
+    int64_t offset, length;    /* the serialized Span */
+    int32_t resource, scope, span; /* its place: resource_spans[resource].scope_spans[scope].spans[span] */
+} Refused;
+
+typedef struct {
+    Scan core; /* wire-format reading and errors */
+    size_t nspans;
+    Vec fixed[FC_COUNT];
+    StrCol strings[SC_COUNT];
+    Vec refused;        /* Refused */
+    Vec resource_parts; /* Part */
+    size_t nresources;
+    Vec scope_parts;    /* Part */
+    Vec scope_resource; /* int32 per scope */
+    Vec lists[3];       /* Span: attributes, events and links of the span being read (reused) */
+    Vec event_kvs;      /* Span: attributes of the event or link being written (reused) */
+    Vec scratch;        /* char: JSON of refused spans, checked then dropped */
+    Vec sort_tmp;       /* char: an object's values while its keys are sorted */
+} SpanScan;
+
+static void span_scan_init(SpanScan *t, const uint8_t *base) {
+    memset(t, 0, sizeof(*t));
+    t->core.base = base;
+    for (int c = 0; c < FC_COUNT; c++) t->fixed[c].elem = FIXED_SIZES[c];
+    for (int c = 0; c < SC_COUNT; c++) {
+        t->strings[c].offsets.elem = 4;
+        t->strings[c].data.elem = 1;
+    }
+    t->refused.elem = sizeof(Refused);
+    t->resource_parts.elem = sizeof(Part);
+    t->scope_parts.elem = sizeof(Part);
+    t->scope_resource.elem = 4;
+    for (int k = 0; k < 3; k++) t->lists[k].elem = sizeof(Span);
+    t->event_kvs.elem = sizeof(Span);
+    t->scratch.elem = 1;
+    t->sort_tmp.elem = 1;
+}
+
+static void span_scan_free(SpanScan *t) {
+    for (int c = 0; c < FC_COUNT; c++) free(t->fixed[c].data);
+    for (int c = 0; c < SC_COUNT; c++) {
+        free(t->strings[c].offsets.data);
+        free(t->strings[c].data.data);
+    }
+    free(t->refused.data);
+    free(t->resource_parts.data);
+    free(t->scope_parts.data);
+    free(t->scope_resource.data);
+    for (int k = 0; k < 3; k++) free(t->lists[k].data);
+    free(t->event_kvs.data);
+    free(t->scratch.data);
+    free(t->sort_tmp.data);
+}
+
+typedef struct {
+    const uint8_t *ptr;
+    size_t len;
+} Bytes;
+
+/* ---------------------------------------------------------------- output text */
+
+static inline int out_bytes(SpanScan *t, Vec *out, const void *src, size_t n) {
+    if (vec_reserve(out, out->size + n) < 0) return out_of_memory(&t->core);
+    memcpy(out->data + out->size, src, n);
+    out->size += n;
+    return 0;
+}
+
+static inline int out_char(SpanScan *t, Vec *out, char c) { return out_bytes(t, out, &c, 1); }
+
+static int out_str(SpanScan *t, Vec *out, const char *text) { return out_bytes(t, out, text, strlen(text)); }
+
+static const char HEX[] = "0123456789abcdef";
+
+static int out_hex(SpanScan *t, Vec *out, const uint8_t *p, size_t n) {
+    if (vec_reserve(out, out->size + 2 * n) < 0) return out_of_memory(&t->core);
+    char *dst = out->data + out->size;
+    for (size_t i = 0; i < n; i++) {
+        dst[2 * i] = HEX[p[i] >> 4];
+        dst[2 * i + 1] = HEX[p[i] & 15];
+    }
+    out->size += 2 * n;
+    return 0;
+}
+
+/* Strict UTF-8, as protobuf checks string fields: no overlong forms, surrogates, or code points
+ * beyond U+10FFFF. */
+static int utf8_valid(const uint8_t *p, size_t n) {
+    const uint8_t *end = p + n;
+    while (p < end) {
+        uint8_t c = *p;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        size_t need;
+        uint32_t min, cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            need = 1, min = 0x80, cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            need = 2, min = 0x800, cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            need = 3, min = 0x10000, cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if ((size_t)(end - p) <= need) return 0;
+        for (size_t i = 1; i <= need; i++) {
+            if ((p[i] & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+        p += need + 1;
+    }
+    return 1;
+}
+
+/* A protobuf string field's value: FALLBACK when it is not UTF-8 (protobuf refuses the request). */
+static inline int check_utf8(const uint8_t *p, size_t n) { return utf8_valid(p, n) ? 0 : FALLBACK; }
+
+/* A JSON string as Python's json module writes it with ensure_ascii=False. */
+static int out_json_string(SpanScan *t, Vec *out, const uint8_t *p, size_t n) {
+    if (!utf8_valid(p, n)) return FALLBACK;
+    if (vec_reserve(out, out->size + n + 2) < 0) return out_of_memory(&t->core);
+    out->data[out->size++] = '"';
+    size_t run = 0; /* bytes copied as they are, pending */
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (out_bytes(t, out, p + run, i - run) < 0) return -1;
+        run = i + 1;
+        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
+        size_t len = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = HEX[c >> 4], esc[5] = HEX[c & 15];
+            len = 6;
+        }
+        if (out_bytes(t, out, esc, len) < 0) return -1;
+    }
+    if (out_bytes(t, out, p + run, n - run) < 0) return -1;
+    return out_char(t, out, '"');
+}
+
+static int out_base64(SpanScan *t, Vec *out, const uint8_t *p, size_t n) {
+    static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (vec_reserve(out, out->size + 4 * ((n + 2) / 3) + 2) < 0) return out_of_memory(&t->core);
+    char *dst = out->data + out->size;
+    *dst++ = '"';
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = ((uint32_t)p[i] << 16) | ((uint32_t)p[i + 1] << 8) | p[i + 2];
+        *dst++ = B64[v >> 18], *dst++ = B64[(v >> 12) & 63], *dst++ = B64[(v >> 6) & 63], *dst++ = B64[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        *dst++ = B64[v >> 18], *dst++ = B64[(v >> 12) & 63], *dst++ = '=', *dst++ = '=';
+    } else if (n - i == 2) {
+        uint32_t v = ((uint32_t)p[i] << 16) | ((uint32_t)p[i + 1] << 8);
+        *dst++ = B64[v >> 18], *dst++ = B64[(v >> 12) & 63], *dst++ = B64[(v >> 6) & 63], *dst++ = '=';
+    }
+    *dst++ = '"';
+    out->size = (size_t)(dst - out->data);
+    return 0;
+}
+
+/* A double as otlp_values.any_value and json write it: repr, non-finite values as strings. */
+static int out_double(SpanScan *t, Vec *out, double v) {
+    if (isnan(v)) return out_str(t, out, "\"NaN\"");
+    if (isinf(v)) return out_str(t, out, v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+    char *text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (text == NULL) return out_of_memory(&t->core);
+    int rc = out_str(t, out, text);
+    PyMem_Free(text);
+    return rc;
+}
+
+static int out_u64(SpanScan *t, Vec *out, uint64_t v, int negative) {
+    char buf[24];
+    int n = negative ? snprintf(buf, sizeof(buf), "-%llu", (unsigned long long)v)
+                     : snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+    return out_bytes(t, out, buf, (size_t)n);
+}
+
+static int out_i64(SpanScan *t, Vec *out, int64_t v) {
+    return v < 0 ? out_u64(t, out, (uint64_t)0 - (uint64_t)v, 1) : out_u64(t, out, (uint64_t)v, 0);
+}
+
+/* ---------------------------------------------------------------- attribute values as JSON */
+
+static int depth_ok(SpanScan *t, const uint8_t *at, int depth) {
+    return depth > MAX_DEPTH ? fail(&t->core, at, "nesting deeper than 100") : 0;
+}
+
+static int json_key_values(SpanScan *t, Vec *out, const Span *kvs, size_t n, int depth);
+
+/* An AnyValue at ``depth``: the last member of its oneof on the wire, or null. */
+static int json_any_value(SpanScan *t, Vec *out, const uint8_t *p, const uint8_t *end, int depth) {
+    if (depth_ok(t, p, depth) < 0) return -1;
+    size_t start = out->size;
+    int messages_seen = 0; /* a message member twice would be merged by protobuf: left to it */
+    int rc;
+    while (p < end) {
+        uint32_t field;
+        int wt;
+        if (read_tag(&t->core, &p, end, &field, &wt) < 0) return -1;
+        uint64_t v;
+        const uint8_t *sub;
+        size_t len;
+        if (wt == WT_LEN && (field == ANY_STRING || field == ANY_ARRAY || field == ANY_KVLIST || field == ANY_BYTES)) {
+            if (read_len(&t->core, &p, end, &sub, &len) < 0) return -1;
+            out->size = start;
+            if (field == ANY_STRING) {
+                rc = out_json_string(t, out, sub, len);
+            } else if (field == ANY_BYTES) {
+                rc = out_base64(t, out, sub, len);
+            } else if (messages_seen++) {
+                return FALLBACK;
+            } else if (field == ANY_ARRAY) {
+                if (depth_ok(t, sub, depth + 1) < 0) return -1;
+                if ((rc = out_char(t, out, '[')) < 0) return rc;
+                int first = 1;
+                const uint8_t *q = sub, *qend = sub + len;
+                while (q < qend && rc == 0) {
+                    uint32_t f;
+                    int w;
+                    if (read_tag(&t->core, &q, qend, &f, &w) < 0) return -1;
+                    if (w == WT_LEN && f == ARRAY_VALUES) {
+                        const uint8_t *item;
+                        size_t item_len;
+                        if (read_len(&t->core, &q, qend, &item, &item_len) < 0) return -1;
+                        if (!first && (rc = out_char(t, out, ',')) < 0) return rc;
+                        first = 0;
+                        rc = json_any_value(t, out, item, item + item_len, depth + 2);
+                    } else {
+                        rc = skip_field(&t->core, &q, qend, f, w, depth + 1);
+                    }
+                }
+                if (rc == 0) rc = out_char(t, out, ']');
+            } else {
+                if (depth_ok(t, sub, depth + 1) < 0) return -1;
+                Vec kvs = {NULL, 0, 0, sizeof(Span)};
+                const uint8_t *q = sub, *qend = sub + len;
+                rc = 0;
+                while (q < qend && rc == 0) {
+                    uint32_t f;
+                    int w;
+                    if ((rc = read_tag(&t->core, &q, qend, &f, &w)) < 0) break;
+                    if (w == WT_LEN && f == KVLIST_VALUES) {
+                        const uint8_t *item;
+                        size_t item_len;
+                        if ((rc = read_len(&t->core, &q, qend, &item, &item_len)) < 0) break;
+                        Span sp = {(int64_t)(item - t->core.base), (int64_t)item_len};
+                        rc = push(&t->core, &kvs, &sp);
+                    } else {
+                        rc = skip_field(&t->core, &q, qend, f, w, depth + 1);
+                    }
+                }
+                if (rc == 0) rc = json_key_values(t, out, (const Span *)kvs.data, kvs.size, depth + 2);
+                free(kvs.data);
+            }
+            if (rc < 0) return rc;
+        } else if (wt == WT_VARINT && (field == ANY_BOOL || field == ANY_INT || field == ANY_STRING_STRINDEX)) {
+            if (read_varint(&t->core, &p, end, &v) < 0) return -1;
+            out->size = start;
+            if (field == ANY_BOOL)
+                rc = out_str(t, out, v ? "true" : "false");
+            else if (field == ANY_INT)
+                rc = out_i64(t, out, (int64_t)v);
+            else
+                rc = out_str(t, out, "null"); /* any_value has no case for string_value_strindex */
+            if (rc < 0) return rc;
+        } else if (wt == WT_FIXED64 && field == ANY_DOUBLE) {
+            if (read_fixed64(&t->core, &p, end, &v) < 0) return -1;
+            double d;
+            memcpy(&d, &v, 8);
+            out->size = start;
+            if ((rc = out_double(t, out, d)) < 0) return rc;
+        } else if (skip_field(&t->core, &p, end, field, wt, depth) < 0) {
+            return -1;
+        }
+    }
+    if (out->size == start) return out_str(t, out, "null");
+    return 0;
+}
+
+typedef struct {
+    const uint8_t *key;
+    size_t key_len;
+    size_t value_at, value_len; /* in SpanScan.sort_tmp */
+    size_t order;
+} Entry;
+
+static int entry_cmp(const void *a, const void *b) {
+    const Entry *x = a, *y = b;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(x->key, y->key, n);
+    if (c) return c;
+    if (x->key_len != y->key_len) return x->key_len < y->key_len ? -1 : 1;
+    return x->order < y->order ? -1 : (x->order > y->order);
+}
+
+/* KeyValues (payload spans, each a message at ``depth``) as one JSON object: keys sorted (UTF-8 byte
+ * order is code point order, Python's), a repeated key keeping its last value. */
+static int json_key_values(SpanScan *t, Vec *out, const Span *kvs, size_t n, int depth) {
+    if (n == 0) return out_str(t, out, "{}");
+    Entry *entries = malloc(n * sizeof(Entry));
+    if (entries == NULL) return out_of_memory(&t->core);
+    size_t start = out->size;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const uint8_t *p = t->core.base + kvs[i].offset, *end = p + kvs[i].length;
+        if ((rc = depth_ok(t, p, depth)) < 0) break;
+        const uint8_t *key = (const uint8_t *)"", *value = NULL;
+        size_t key_len = 0, value_len = 0;
+        while (p < end) {
+            uint32_t field;
+            int wt;
+            if ((rc = read_tag(&t->core, &p, end, &field, &wt)) < 0) break;
+            if (wt == WT_LEN && (field == KEY_VALUE_KEY || field == KEY_VALUE_VALUE)) {
+                const uint8_t *sub;
+                size_t len;
+                if ((rc = read_len(&t->core, &p, end, &sub, &len)) < 0) break;
+                if (field == KEY_VALUE_KEY) {
+                    if ((rc = check_utf8(sub, len)) < 0) break;
+                    key = sub, key_len = len;
+                } else if (value != NULL) {
+                    rc = FALLBACK; /* merged by protobuf */
+                    break;
+                } else {
+                    value = sub, value_len = len;
+                }
+            } else if ((rc = skip_field(&t->core, &p, end, field, wt, depth)) < 0) {
+                break;
+            }
+        }
+        if (rc < 0) break;
+        size_t at = out->size;
+        rc = value ? json_any_value(t, out, value, value + value_len, depth + 1) : out_str(t, out, "null");
+        entries[i] = (Entry){key, key_len, at - start, out->size - at, i};
+    }
+    if (rc == 0) {
+        /* The values were written in request order; write the object again in key order. */
+        size_t written = out->size - start;
+        t->sort_tmp.size = 0;
+        rc = out_bytes(t, &t->sort_tmp, out->data + start, written);
+        out->size = start;
+        if (rc == 0) {
+            qsort(entries, n, sizeof(Entry), entry_cmp);
+            rc = out_char(t, out, '{');
+            int first = 1;
+            for (size_t i = 0; i < n && rc == 0; i++) {
+                const Entry *e = &entries[i];
+                if (i + 1 < n && entries[i + 1].key_len == e->key_len && !memcmp(entries[i + 1].key, e->key, e->key_len))
+                    continue; /* a later value of the same key wins */
+                if (!first) rc = out_char(t, out, ',');
+                first = 0;
+                if (rc == 0) rc = out_json_string(t, out, e->key, e->key_len);
+                if (rc == 0) rc = out_char(t, out, ':');
+                if (rc == 0) rc = out_bytes(t, out, t->sort_tmp.data + e->value_at, e->value_len);
+            }
+            if (rc == 0) rc = out_char(t, out, '}');
+        }
+    }
+    free(entries);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- events and links as JSON */
+
+/* Reads an Event or Link (at ``depth``): its attribute KeyValues go to ``kvs``; ``fixed`` and
+ * ``strings`` receive the other fields by number (last value wins). */
+typedef struct {
+    uint64_t time;
+    const uint8_t *text[4];
+    size_t text_len[4];
+} Parts;
+
+static int read_event_or_link(SpanScan *t, const uint8_t *p, const uint8_t *end, int depth, int is_link, Vec *kvs,
+                              Parts *parts) {
+    if (depth_ok(t, p, depth) < 0) return -1;
+    uint32_t attributes_field = is_link ? LINK_ATTRIBUTES : EVENT_ATTRIBUTES;
+    while (p < end) {
+        uint32_t field;
+        int wt;
+        if (read_tag(&t->core, &p, end, &field, &wt) < 0) return -1;
+        if (wt == WT_LEN && field == attributes_field) {
+            const uint8_t *sub;
+            size_t len;
+            if (read_len(&t->core, &p, end, &sub, &len) < 0) return -1;
+            Span sp = {(int64_t)(sub - t->core.base), (int64_t)len};
+            if (push(&t->core, kvs, &sp) < 0) return -1;
+        } else if (wt == WT_LEN && (is_link ? (field == LINK_TRACE_ID || field == LINK_SPAN_ID ||
+                                               field == LINK_TRACE_STATE)
+                                            : field == EVENT_NAME)) {
+            const uint8_t *sub;
+            size_t len;
+            if (read_len(&t->core, &p, end, &sub, &len) < 0) return -1;
+            if (field == (is_link ? LINK_TRACE_STATE : EVENT_NAME) && check_utf8(sub, len) < 0) return FALLBACK;
+            parts->text[field] = sub;
+            parts->text_len[field] = len;
+        } else if (!is_link && wt == WT_FIXED64 && field == EVENT_TIME) {
+            if (read_fixed64(&t->core, &p, end, &parts->time) < 0) return -1;
+        } else if (skip_field(&t->core, &p, end, field, wt, depth) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Span.events or Span.links (payload spans) as the JSON list decode_spans writes. */
+static int json_events_or_links(SpanScan *t, Vec *out, const Span *items, size_t n, int is_link) {
+    if (n == 0) return out_str(t, out, "[]");
+    int rc = out_char(t, out, '[');
+    Vec *kvs = &t->event_kvs;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const uint8_t *p = t->core.base + items[i].offset;
+        Parts parts;
+        memset(&parts, 0, sizeof(parts));
+        kvs->size = 0;
+        if ((rc = read_event_or_link(t, p, p + items[i].length, 4, is_link, kvs, &parts)) < 0) break;
+        if (i) rc = out_char(t, out, ',');
+        if (rc == 0) rc = out_str(t, out, "{\"attributes\":");
+        if (rc == 0) rc = json_key_values(t, out, (const Span *)kvs->data, kvs->size, 5);
+        if (is_link) {
+            if (rc == 0) rc = out_str(t, out, ",\"span_id\":\"");
+            if (rc == 0) rc = out_hex(t, out, parts.text[LINK_SPAN_ID], parts.text_len[LINK_SPAN_ID]);
+            if (rc == 0) rc = out_str(t, out, "\",\"trace_id\":\"");
+            if (rc == 0) rc = out_hex(t, out, parts.text[LINK_TRACE_ID], parts.text_len[LINK_TRACE_ID]);
+            if (rc == 0) rc = out_str(t, out, "\",\"trace_state\":");
+            if (rc == 0)
+                rc = out_json_string(t, out, parts.text[LINK_TRACE_STATE] ? parts.text[LINK_TRACE_STATE]
+                                                                            : (const uint8_t *)"",
+                                     parts.text_len[LINK_TRACE_STATE]);
+        } else {
+            if (rc == 0) rc = out_str(t, out, ",\"name\":");
+            if (rc == 0)
+                rc = out_json_string(t, out, parts.text[EVENT_NAME] ? parts.text[EVENT_NAME] : (const uint8_t *)"",
+                                     parts.text_len[EVENT_NAME]);
+            if (rc == 0) rc = out_str(t, out, ",\"time_unix_nano\":");
+            if (rc == 0) rc = out_u64(t, out, parts.time, 0);
+        }
+        if (rc == 0) rc = out_char(t, out, '}');
+    }
+    return rc == 0 ? out_char(t, out, ']') : rc;
+}
+
+/* ---------------------------------------------------------------- the depth check of resources and scopes */
+
+static int child_type(int type, uint32_t field) {
+    switch (type) {
+    case M_RESOURCE: return field == RESOURCE_ATTRIBUTES ? M_KEY_VALUE : (field == RESOURCE_ENTITY_REFS ? M_LEAF : -1);
+    case M_SCOPE: return field == SCOPE_ATTRIBUTES ? M_KEY_VALUE : -1;
+    case M_KEY_VALUE: return field == KEY_VALUE_VALUE ? M_ANY_VALUE : -1;
+    case M_ANY_VALUE: return field == ANY_ARRAY ? M_ARRAY_VALUE : (field == ANY_KVLIST ? M_KVLIST : -1);
+    case M_ARRAY_VALUE: return field == ARRAY_VALUES ? M_ANY_VALUE : -1;
+    case M_KVLIST: return field == KVLIST_VALUES ? M_KEY_VALUE : -1;
+    default: return -1;
+    }
+}
+
+/* Walks a message at ``depth`` and its message fields; Python parses it afterwards (from a slice,
+ * where its own depth count starts again), so this is where the request's nesting limit holds. */
+static int walk_message(SpanScan *t, const uint8_t *p, const uint8_t *end, int type, int depth) {
+    if (depth_ok(t, p, depth) < 0) return -1;
+    while (p < end) {
+        uint32_t field;
+        int wt;
+        if (read_tag(&t->core, &p, end, &field, &wt) < 0) return -1;
+        int child = wt == WT_LEN ? child_type(type, field) : -1;
+        if (child >= 0) {
+            const uint8_t *sub;
+            size_t len;
+            if (read_len(&t->core, &p, end, &sub, &len) < 0) return -1;
+            if (walk_message(t, sub, sub + len, child, depth + 1) < 0) return -1;
+        } else if (skip_field(&t->core, &p, end, field, wt, depth) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- spans */
+
+/* Ends the string just written to a column (offsets must fit int32, else FALLBACK). */
+static int end_string(SpanScan *t, StrCol *col) {
+    if (col->data.size > 0x7fffffffULL) return FALLBACK;
+    int32_t end = (int32_t)col->data.size;
+    return push(&t->core, &col->offsets, &end);
+}
+
+static int column_text(SpanScan *t, int column, const uint8_t *p, size_t n) {
+    StrCol *col = &t->strings[column];
+    if (n && out_bytes(t, &col->data, p, n) < 0) return -1;
+    return end_string(t, col);
+}
+
+static int column_hex(SpanScan *t, int column, const uint8_t *p, size_t n) {
+    StrCol *col = &t->strings[column];
+    if (out_hex(t, &col->data, p, n) < 0) return -1;
+    return end_string(t, col);
+}
+
+static int is_zero(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i]) return 0;
+    return 1;
+}
+
+/* The JSON of the span's attributes, events and links (t->lists) into their columns, or, for a refused
+ * span, into the scratch buffer: checked as protobuf would, then dropped. */
+static int span_json(SpanScan *t, int accepted) {
+    for (int k = 0; k < 3; k++) {
+        Vec *out = accepted ? &t->strings[SC_ATTRIBUTES + k].data : &t->scratch;
+        const Span *items = (const Span *)t->lists[k].data;
+        size_t n = t->lists[k].size;
+        int rc = k == 0 ? json_key_values(t, out, items, n, 4) : json_events_or_links(t, out, items, n, k == 2);
+        if (rc < 0) return rc;
+        if (accepted && (rc = end_string(t, &t->strings[SC_ATTRIBUTES + k])) < 0) return rc;
+        t->scratch.size = 0;
+    }
+    return 0;
+}
+
+static int scan_span(SpanScan *t, const uint8_t *p, const uint8_t *end, int32_t scope, Refused where) {
+    const uint8_t *msg = p;
+    Bytes ids[5] = {{NULL, 0}}; /* by field number: trace_id 1, span_id 2, trace_state 3, parent 4 */
+    Bytes name = {NULL, 0}, message = {NULL, 0};
+    int32_t kind = 0, code = 0;
+    uint64_t start = 0, finish = 0;
+    uint32_t flags = 0;
+    Vec *lists = t->lists; /* attributes, events, links: payload spans */
+    for (int k = 0; k < 3; k++) lists[k].size = 0;
+    int rc = 0;
+    while (p < end && rc == 0) {
+        uint32_t field;
+        int wt;
+        if ((rc = read_tag(&t->core, &p, end, &field, &wt)) < 0) break;
+        if (wt == WT_LEN && (field <= SPAN_NAME || field == SPAN_ATTRIBUTES || field == SPAN_EVENTS ||
+                             field == SPAN_LINKS || field == SPAN_STATUS)) {
+            const uint8_t *sub;
+            size_t len;
+            if ((rc = read_len(&t->core, &p, end, &sub, &len)) < 0) break;
+            if (field == SPAN_TRACE_STATE || field == SPAN_NAME) {
+                if ((rc = check_utf8(sub, len)) < 0) break;
+            }
+            if (field <= SPAN_PARENT_SPAN_ID) {
+                ids[field] = (Bytes){sub, len};
+            } else if (field == SPAN_NAME) {
+                name = (Bytes){sub, len};
+            } else if (field == SPAN_STATUS) {
+                if ((rc = depth_ok(t, sub, 4)) < 0) break;
+                const uint8_t *q = sub, *qend = sub + len;
+                while (q < qend && rc == 0) {
+                    uint32_t f;
+                    int w;
+                    if ((rc = read_tag(&t->core, &q, qend, &f, &w)) < 0) break;
+                    if (w == WT_LEN && f == STATUS_MESSAGE) {
+                        const uint8_t *text;
+                        size_t text_len;
+                        if ((rc = read_len(&t->core, &q, qend, &text, &text_len)) < 0) break;
+                        if ((rc = check_utf8(text, text_len)) < 0) break;
+                        message = (Bytes){text, text_len};
+                    } else if (w == WT_VARINT && f == STATUS_CODE) {
+                        uint64_t v;
+                        if ((rc = read_varint(&t->core, &q, qend, &v)) < 0) break;
+                        code = (int32_t)(uint32_t)v; /* enums are int32: upper bits dropped */
+                    } else {
+                        rc = skip_field(&t->core, &q, qend, f, w, 4);
+                    }
+                }
+            } else {
+                Span sp = {(int64_t)(sub - t->core.base), (int64_t)len};
+                int k = field == SPAN_ATTRIBUTES ? 0 : (field == SPAN_EVENTS ? 1 : 2);
+                rc = push(&t->core, &lists[k], &sp);
+            }
+        } else if (wt == WT_VARINT && field == SPAN_KIND) {
+            uint64_t v;
+            if ((rc = read_varint(&t->core, &p, end, &v)) < 0) break;
+            kind = (int32_t)(uint32_t)v;
+        } else if (wt == WT_FIXED64 && (field == SPAN_START_TIME || field == SPAN_END_TIME)) {
+            uint64_t v;
+            if ((rc = read_fixed64(&t->core, &p, end, &v)) < 0) break;
+            if (field == SPAN_START_TIME)
+                start = v;
+            else
+                finish = v;
+        } else if (wt == WT_FIXED32 && field == SPAN_FLAGS) {
+            if (end - p < 4) {
+                rc = fail(&t->core, p, "truncated fixed32");
+                break;
+            }
+            flags = le32(p);
+            p += 4;
+        } else {
+            rc = skip_field(&t->core, &p, end, field, wt, 3);
+        }
+    }
+    if (rc < 0) return rc;
+
+    Bytes trace = ids[SPAN_TRACE_ID], span = ids[SPAN_SPAN_ID], parent = ids[SPAN_PARENT_SPAN_ID];
+    int refused = trace.len != 16 || is_zero(trace.ptr, 16) || span.len != 8 || is_zero(span.ptr, 8) ||
+                  (parent.len != 0 && parent.len != 8) || kind < 0 || kind > 5 || code < 0 || code > 2 ||
+                  (start | finish) > (uint64_t)INT64_MAX;
+    if ((rc = span_json(t, !refused)) < 0) return rc;
+    if (refused) {
+        where.offset = (int64_t)(msg - t->core.base);
+        where.length = (int64_t)(end - msg);
+        return push(&t->core, &t->refused, &where);
+    }
+    int8_t kind8 = (int8_t)kind, code8 = (int8_t)code;
+    int64_t start64 = (int64_t)start, end64 = (int64_t)finish;
+    if (push(&t->core, &t->fixed[FC_SCOPE], &scope) < 0 || push(&t->core, &t->fixed[FC_KIND], &kind8) < 0 ||
+        push(&t->core, &t->fixed[FC_START], &start64) < 0 || push(&t->core, &t->fixed[FC_END], &end64) < 0 ||
+        push(&t->core, &t->fixed[FC_STATUS_CODE], &code8) < 0 || push(&t->core, &t->fixed[FC_FLAGS], &flags) < 0)
+        return -1;
+    if ((rc = column_hex(t, SC_TRACE_ID, trace.ptr, 16)) < 0 || (rc = column_hex(t, SC_SPAN_ID, span.ptr, 8)) < 0)
+        return rc;
+    /* decode_spans writes an all-zero parent as no parent */
+    int has_parent = parent.len == 8 && !is_zero(parent.ptr, 8);
+    if ((rc = column_hex(t, SC_PARENT_SPAN_ID, parent.ptr, has_parent ? 8 : 0)) < 0) return rc;
+    if ((rc = column_text(t, SC_TRACE_STATE, ids[SPAN_TRACE_STATE].ptr, ids[SPAN_TRACE_STATE].len)) < 0) return rc;
+    if ((rc = column_text(t, SC_NAME, name.ptr, name.len)) < 0) return rc;
+    if ((rc = column_text(t, SC_STATUS_MESSAGE, message.ptr, message.len)) < 0) return rc;
+    t->nspans++;
+    return 0;
+}
+
+static int scan_scope_spans(SpanScan *t, const uint8_t *p, const uint8_t *end, int32_t resource, int32_t scope_in_resource) {
+    int32_t index = (int32_t)t->scope_resource.size;
+    if (push(&t->core, &t->scope_resource, &resource) < 0) return -1;
+    int32_t span_index = 0;
+    while (p < end) {
+        uint32_t field;
+        int wt;
+        if (read_tag(&t->core, &p, end, &field, &wt) < 0) return -1;
+        if (wt == WT_LEN && (field == SCOPE_SPANS_SCOPE || field == SCOPE_SPANS_SPANS || field == SCOPE_SPANS_SCHEMA_URL)) {
+            const uint8_t *sub;
+            size_t len;
+            int rc;
+            if (read_len(&t->core, &p, end, &sub, &len) < 0) return -1;
+            if (field == SCOPE_SPANS_SCOPE) {
+                if (walk_message(t, sub, sub + len, M_SCOPE, 3) < 0) return -1;
+                Part part = {index, {(int64_t)(sub - t->core.base), (int64_t)len}};
+                if (push(&t->core, &t->scope_parts, &part) < 0) return -1;
+            } else if (field == SCOPE_SPANS_SCHEMA_URL) {
+                if (check_utf8(sub, len) < 0) return FALLBACK;
+            } else {
+                if ((rc = depth_ok(t, sub, 3)) < 0) return rc;
+                Refused where = {0, 0, resource, scope_in_resource, span_index++};
+                if ((rc = scan_span(t, sub, sub + len, index, where)) < 0) return rc;
+            }
+        } else if (skip_field(&t->core, &p, end, field, wt, 2) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int scan_resource_spans(SpanScan *t, const uint8_t *p, const uint8_t *end) {
+    int32_t index = (int32_t)t->nresources++;
+    int32_t scopes = 0;
+    while (p < end) {
+        uint32_t field;
+        int wt;
+        if (read_tag(&t->core, &p, end, &field, &wt) < 0) return -1;
+        if (wt == WT_LEN && (field == RESOURCE_SPANS_RESOURCE || field == RESOURCE_SPANS_SCOPE_SPANS ||
+                             field == RESOURCE_SPANS_SCHEMA_URL)) {
+            const uint8_t *sub;
+            size_t len;
+            int rc;
+            if (read_len(&t->core, &p, end, &sub, &len) < 0) return -1;
+            if (field == RESOURCE_SPANS_RESOURCE) {
+                if (walk_message(t, sub, sub + len, M_RESOURCE, 2) < 0) return -1;
+                Part part = {index, {(int64_t)(sub - t->core.base), (int64_t)len}};
+                if (push(&t->core, &t->resource_parts, &part) < 0) return -1;
+            } else if (field == RESOURCE_SPANS_SCHEMA_URL) {
+                if (check_utf8(sub, len) < 0) return FALLBACK;
+            } else if ((rc = scan_scope_spans(t, sub, sub + len, index, scopes++)) < 0) {
+                return rc;
+            }
+        } else if (skip_field(&t->core, &p, end, field, wt, 1) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int scan_trace_request(SpanScan *t, const uint8_t *p, const uint8_t *end) {
+    for (int c = 0; c < SC_COUNT; c++) {
+        int32_t zero = 0;
+        if (push(&t->core, &t->strings[c].offsets, &zero) < 0) return -1;
+    }
+    while (p < end) {
+        uint32_t field;
+        int wt;
+        if (read_tag(&t->core, &p, end, &field, &wt) < 0) return -1;
+        if (wt == WT_LEN && field == REQUEST_RESOURCE_SPANS) {
+            const uint8_t *sub;
+            size_t len;
+            int rc;
+            if (read_len(&t->core, &p, end, &sub, &len) < 0) return -1;
+            if ((rc = scan_resource_spans(t, sub, sub + len)) < 0) return rc;
+        } else if (skip_field(&t->core, &p, end, field, wt, 0) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *build_span_result(SpanScan *t) {
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    if (set_item(out, "spans", PyLong_FromSize_t(t->nspans)) < 0) goto error;
+    for (int c = 0; c < FC_COUNT; c++)
+        if (set_item(out, FIXED_COLUMNS[c], column_bytes(t->fixed[c].data, t->nspans, FIXED_SIZES[c])) < 0)
+            goto error;
+    for (int c = 0; c < SC_COUNT; c++) {
+        StrCol *col = &t->strings[c];
+        PyObject *pair = Py_BuildValue("(NN)", column_bytes(col->offsets.data, col->offsets.size, 4),
+                                       column_bytes(col->data.data, col->data.size, 1));
+        if (set_item(out, STRING_COLUMNS[c], pair) < 0) goto error;
+    }
+    if (set_item(out, "resources", joined_parts(&t->core, &t->resource_parts, t->nresources)) < 0) goto error;
+    if (set_item(out, "scopes", joined_parts(&t->core, &t->scope_parts, t->scope_resource.size)) < 0) goto error;
+    if (set_item(out, "scope_resource", column_bytes(t->scope_resource.data, t->scope_resource.size, 4)) < 0)
+        goto error;
+    PyObject *refused = PyList_New((Py_ssize_t)t->refused.size);
+    if (set_item(out, "refused", refused) < 0) goto error;
+    for (size_t i = 0; i < t->refused.size; i++) {
+        const Refused *r = &VEC_AT(t->refused, Refused, i);
+        PyObject *item = Py_BuildValue("(LLiii)", (long long)r->offset, (long long)r->length, r->resource, r->scope,
+                                       r->span);
+        if (item == NULL) goto error;
+        PyList_SET_ITEM(refused, (Py_ssize_t)i, item);
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(scan_spans_doc,
+             "scan_spans(buf, /)\n--\n\n"
+             "The spans of a serialized ExportTraceServiceRequest as a dict of column bytes and lists, or\n"
+             "None when the request must be decoded by protobuf; see otel_audio.receiver.decode_spans_fast.\n"
+             "Raises ValueError on malformed input.");
+
+static PyObject *scan_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "scan_spans(buf) takes 1 positional argument");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    SpanScan t;
+    const uint8_t *base = (const uint8_t *)view.buf;
+    span_scan_init(&t, base);
+    int rc = scan_trace_request(&t, base, base + view.len);
+    PyObject *result = NULL;
+    if (rc == FALLBACK && !t.core.nomem) {
+        result = Py_NewRef(Py_None);
+    } else if (rc < 0) {
+        if (t.core.nomem)
+            PyErr_NoMemory();
+        else
+            PyErr_Format(PyExc_ValueError, "malformed OTLP traces request at byte %lld: %s",
+                         (long long)t.core.err_offset, t.core.err_msg);
+    } else {
+        result = build_span_result(&t);
+    }
+    span_scan_free(&t);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* ---------------------------------------------------------------- module */
 
 PyDoc_STRVAR(scan_numbers_doc,
@@ -850,6 +1726,7 @@ static PyObject *py_xxh64(PyObject *module, PyObject *const *args, Py_ssize_t na
 
 static PyMethodDef methods[] = {
     {"scan_numbers", (PyCFunction)(void (*)(void))scan_numbers, METH_FASTCALL, scan_numbers_doc},
+    {"scan_spans", (PyCFunction)(void (*)(void))scan_spans, METH_FASTCALL, scan_spans_doc},
     {"xxh64", (PyCFunction)(void (*)(void))py_xxh64, METH_FASTCALL, xxh64_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -857,7 +1734,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_otlp_scan",
-    .m_doc = "Native scanner of OTLP metrics requests (see fastscan.py).",
+    .m_doc = "Native scanner of OTLP metrics and traces requests (see fastscan.py, decode_spans_fast.py).",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -33,7 +33,8 @@ def _id_problem(name: str, raw: bytes, size: int, zero: bytes) -> str | None:
     return None
 
 
-def _span_problem(span: Any) -> str | None:
+def span_problem(span: Any) -> str | None:
+    """Why a span is refused (the message after its location), or None when it is accepted."""
     problem = _id_problem("trace_id", span.trace_id, 16, _ZERO_TRACE) or _id_problem(
         "span_id", span.span_id, 8, _ZERO_SPAN
     )
@@ -88,7 +89,7 @@ def decode_traces(request: ExportTraceServiceRequest) -> Decoded[SpanBatch]:
         for si, ss in enumerate(rs.scope_spans):
             scope_name, scope_version = ss.scope.name, ss.scope.version
             for i, span in enumerate(ss.spans):
-                problem = _span_problem(span)
+                problem = span_problem(span)
                 if problem:
                     errs.add(f"resource_spans[{ri}].scope_spans[{si}].spans[{i}]: {problem}")
                     continue

@@ -162,3 +162,15 @@ def scan_numbers(buf: bytes | bytearray | memoryview) -> NumberScan:
     for name, dtype in _POINT_DTYPES.items():
         raw[name] = np.frombuffer(raw[name], dtype=dtype)
     return NumberScan(**raw)
+
+
+def scan_spans(buf: bytes | bytearray | memoryview) -> dict | None:
+    """Scan a serialized ``ExportTraceServiceRequest`` (see ``decode_spans_fast``); ValueError if malformed.
+
+    None when the request holds what the scan leaves to protobuf (a string that is not UTF-8, an
+    attribute value sent in two parts, columns beyond 2 GiB): decode it with protobuf then.
+    Raises RuntimeError when the extension is not built (see :func:`available`).
+    """
+    if _otlp_scan is None:
+        raise RuntimeError("otel_audio.receiver._otlp_scan is not built; decode in Python")
+    return _otlp_scan.scan_spans(buf)
