@@ -1,4 +1,4 @@
-"""Metric decode cost: the native scan against protobuf parsing and the Python decoder, in points/s.
+"""Decode cost of metrics and traces: the native scans against protobuf parsing and the Python decoders.
 
 Requests are gauges of 100 series with 3 point attributes each (one resource, one scope), with
 1,000 and 10,000 points (10 and 100 points per series), serialized once. Variants, each timed on
@@ -12,12 +12,21 @@ the same bytes:
   sketch: series ids of the distinct series keys from a dict (warm), per-point ids by ``take``,
   and the Arrow columns of POINTS_SCHEMA that a gauge fills. An estimate of the fast path, not its code.
 
+Trace requests are those of ``benchmarks/ingest.py``: spans in traces of ten (a root and its
+children), five attributes and one event each, one resource and one scope, with 500 and 5,000
+spans (``--span-sizes``). Variants, in spans/s:
+
+- ``parse``: ``ExportTraceServiceRequest.FromString`` alone;
+- ``parse_decode``: that and ``otel_audio.receiver.decode_spans.decode_traces``, the reference;
+- ``fast``: ``otel_audio.receiver.decode_spans_fast.decode_traces_bytes`` on the bytes (the same
+  SpanBatch, from the native scan), with ``fast_speedup_vs_parse_decode``.
+
 Each variant runs in a loop for at least ``--min-seconds``; the figure is the median over
-``--repeats`` of points per second of CPU on one thread.
+``--repeats`` of points (spans) per second of CPU on one thread.
 
 Usage::
 
-    python benchmarks/decode.py [--repeats 5] [--min-seconds 0.2] [--sizes 1000,10000]
+    python benchmarks/decode.py [--repeats 5] [--min-seconds 0.2] [--sizes 1000,10000] [--span-sizes 500,5000]
 
 Prints one JSON line.
 """
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import sys
 import time
@@ -36,13 +46,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as mpb
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1 import trace_pb2 as tpb
 
-from otel_audio.receiver import fastscan
+from otel_audio.receiver import decode_spans_fast, fastscan
 from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.decode import decode_metrics
+from otel_audio.receiver.decode_spans import decode_traces
 
 SERIES = 100
 T0 = 1_700_000_000_000_000_000
@@ -70,6 +83,53 @@ def gauge_request(points: int) -> bytes:
     scope = mpb.ScopeMetrics(scope=InstrumentationScope(name="otel_audio", version="0.1.0"), metrics=[metric])
     request = ExportMetricsServiceRequest(
         resource_metrics=[mpb.ResourceMetrics(resource=resource, scope_metrics=[scope])]
+    )
+    return request.SerializeToString()
+
+
+def traces_request(spans: int) -> bytes:
+    """``spans`` spans as benchmarks/ingest.py sends them (see the module docstring), serialized."""
+
+    def kv(key: str, value: object) -> KeyValue:
+        if isinstance(value, str):
+            return KeyValue(key=key, value=AnyValue(string_value=value))
+        if isinstance(value, float):
+            return KeyValue(key=key, value=AnyValue(double_value=value))
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+
+    rng = random.Random(spans)
+    out, trace_id, root = [], b"", b""
+    for i in range(spans):
+        if i % 10 == 0:
+            trace_id, root = rng.randbytes(16), rng.randbytes(8)
+        start = T0 - rng.randrange(1, 60) * 10**9
+        attributes = {
+            "audio.stage": f"stage-{i % 5}",
+            "audio.sample_rate": 16000,
+            "audio.channels": 1,
+            "audio.duration_s": 2.5,
+            "file": f"/data/utt-{i:05d}.wav",
+        }
+        out.append(
+            tpb.Span(
+                trace_id=trace_id,
+                span_id=root if i % 10 == 0 else rng.randbytes(8),
+                parent_span_id=b"" if i % 10 == 0 else root,
+                name=f"stage-{i % 5}",
+                kind=tpb.Span.SPAN_KIND_INTERNAL,
+                start_time_unix_nano=start,
+                end_time_unix_nano=start + rng.randrange(1, 500) * 10**6,
+                attributes=[kv(k, v) for k, v in attributes.items()],
+                events=[tpb.Span.Event(time_unix_nano=start + 1000, name="chunk", attributes=[kv("n", i)])],
+                status=tpb.Status(code=tpb.Status.STATUS_CODE_OK),
+            )
+        )
+    resource = Resource(attributes=[kv("service.name", "bench-traces"), kv("host.name", "h1")])
+    scope = InstrumentationScope(name="otel_audio.bench", version="1")
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            tpb.ResourceSpans(resource=resource, scope_spans=[tpb.ScopeSpans(scope=scope, spans=out)])
+        ]
     )
     return request.SerializeToString()
 
@@ -130,13 +190,34 @@ def measure(points: int, repeats: int, min_seconds: float) -> dict[str, float]:
     return figures
 
 
+def measure_traces(spans: int, repeats: int, min_seconds: float) -> dict[str, float]:
+    buf = traces_request(spans)
+    variants: dict[str, Callable[[], Any]] = {
+        "parse": lambda: ExportTraceServiceRequest.FromString(buf),
+        "parse_decode": lambda: decode_traces(ExportTraceServiceRequest.FromString(buf)),
+    }
+    if decode_spans_fast.available():
+        fast = decode_spans_fast.decode_traces_bytes(buf)
+        assert fast.batch.spans.equals(variants["parse_decode"]().batch.spans), "the fast path must agree"
+        variants["fast"] = lambda: decode_spans_fast.decode_traces_bytes(buf)
+    figures: dict[str, float] = {"request_bytes": len(buf)}
+    for name, work in variants.items():
+        figures[f"{name}_spans_per_s"] = round(points_per_second(work, spans, repeats, min_seconds))
+    if "fast" in variants:
+        speedup = figures["fast_spans_per_s"] / figures["parse_decode_spans_per_s"]
+        figures["fast_speedup_vs_parse_decode"] = round(speedup, 1)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=0.2)
     parser.add_argument("--sizes", default="1000,10000", help="points per request, comma-separated")
+    parser.add_argument("--span-sizes", default="500,5000", help="spans per request, comma-separated")
     args = parser.parse_args(argv)
-    sizes = [int(size) for size in args.sizes.split(",")]
+    sizes = [int(size) for size in args.sizes.split(",") if size]
+    span_sizes = [int(size) for size in args.span_sizes.split(",") if size]
     result = {
         "benchmark": "decode",
         "python": platform.python_version(),
@@ -145,6 +226,11 @@ def main(argv: list[str] | None = None) -> None:
         "series": SERIES,
         "attributes_per_point": 3,
         "points_per_request": {str(size): measure(size, args.repeats, args.min_seconds) for size in sizes},
+        "attributes_per_span": 5,
+        "events_per_span": 1,
+        "spans_per_request": {
+            str(size): measure_traces(size, args.repeats, args.min_seconds) for size in span_sizes
+        },
     }
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
