@@ -71,11 +71,22 @@ class WalConfig:
 
 
 @dataclass
+class BlocksConfig:
+    """When the in-memory head becomes Parquet blocks, and how long each tier is kept."""
+
+    flush_interval_s: int = 7200  # longest time data stays only in memory and the WAL
+    head_max_bytes: int = 512 * 1024 * 1024  # flush early above this much Arrow memory
+    maintenance_interval_s: int = 60  # retention and compaction
+    retention: dict[str, Any] = field(default_factory=dict)  # {raw: 7d, 1m: 30d, 1h: 90d}
+
+
+@dataclass
 class StorageConfig:
     """Where data lives."""
 
     data_dir: str = "./otel-audio-data"
     wal: WalConfig = field(default_factory=WalConfig)
+    blocks: BlocksConfig = field(default_factory=BlocksConfig)
 
 
 @dataclass
@@ -121,6 +132,9 @@ _MINIMUMS = {
     "fsync_interval_ms": 1,
     "retry_after_s": 1,
     "series_idle_s": 1,
+    "flush_interval_s": 1,
+    "head_max_bytes": 1024 * 1024,
+    "maintenance_interval_s": 1,
 }
 
 

@@ -27,18 +27,19 @@ from otel_audio.receiver.grpc_server import build_grpc_server
 from otel_audio.receiver.http_server import build_otlp_http_app
 from otel_audio.receiver.ingest import Ingestor
 from otel_audio.receiver.selfmon import SelfMetrics, SelfMonitor
-from otel_audio.store.memory import MemoryStore
 from otel_audio.store.query import QueryEngine
+from otel_audio.store.retention import RetentionConfig
 from otel_audio.store.state import StateDB
+from otel_audio.store.tiered import TieredStore
 from otel_audio.store.wal import WriteAheadLog
 
 _log = logging.getLogger(__name__)
 
 
 @register("store")
-def _store(options: dict[str, Any], context: ChainContext) -> MemoryStore:
+def _store(options: dict[str, Any], context: ChainContext) -> TieredStore:
     if options:
-        raise ConfigError(f"processors.store: takes no options yet, got {sorted(options)}")
+        raise ConfigError(f"processors.store: takes no options (see storage.blocks), got {sorted(options)}")
     return context.shared["store"]
 
 
@@ -117,12 +118,11 @@ class Receiver:
     def start(self) -> None:
         """Open storage, replay the WAL, then listen; returns once every port accepts."""
         config = self.config
-        self.store = MemoryStore()
-        self.query = QueryEngine(self.store)
-        shared: dict[str, Any] = {"store": self.store}
-        self.chain: ProcessorChain = build_chain(
-            config.processors, ChainContext(str(self.data_dir), self.metrics, shared)
-        )
+        blocks = config.storage.blocks
+        try:
+            retention = RetentionConfig.from_mapping(blocks.retention)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"storage.blocks.retention: {exc}") from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         wal_config = config.storage.wal
         self.wal = WriteAheadLog(
@@ -131,7 +131,20 @@ class Receiver:
             fsync_interval_ms=wal_config.fsync_interval_ms,
             segment_bytes=wal_config.segment_bytes,
         )
-        shared["wal"] = self.wal
+        wal = self.wal
+        self.store = TieredStore(
+            self.data_dir,
+            retention=retention,
+            flush_interval_ns=blocks.flush_interval_s * 10**9,
+            head_max_bytes=blocks.head_max_bytes,
+            maintenance_interval_ns=blocks.maintenance_interval_s * 10**9,
+            on_checkpoint=lambda lsn: wal.truncate_before(lsn + 1),
+        )
+        self.query = QueryEngine(self.store)
+        shared: dict[str, Any] = {"store": self.store, "wal": self.wal}
+        self.chain: ProcessorChain = build_chain(
+            config.processors, ChainContext(str(self.data_dir), self.metrics, shared)
+        )
         self.state = StateDB(self.data_dir)  # small transactional state: alerts, silences, outbox
         shared["state"] = self.state
         self.ingestor = Ingestor(
@@ -142,7 +155,7 @@ class Receiver:
             config.limits.max_inflight_bytes,
             config.limits.retry_after_s,
         )
-        replayed = self.ingestor.replay()
+        replayed = self.ingestor.replay(self.store.checkpoint.lsn + 1)
         _log.info("replayed %d WAL records from %s", replayed, self.data_dir / "wal")
         try:
             self._listen()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,6 +39,9 @@ from otel_audio.processors.base import (
     MetricBatch,
     SpanBatch,
 )
+
+if TYPE_CHECKING:
+    from otel_audio.store.view import StoreView
 
 SCHEMAS: dict[str, pa.Schema] = {
     "series": SERIES_SCHEMA,
@@ -127,6 +131,32 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to flush: the in-memory store is volatile (the WAL makes data durable)."""
 
+    def add_series(self, series: pa.Table) -> None:
+        """Add series rows not seen yet (the block store seeds the dictionary from its blocks)."""
+        self._add_series(_conform("series", series))
+
+    def detach(self) -> Snapshot:
+        """Take everything but the series dictionary out of the store and return it.
+
+        The block store calls this (on the writer thread) to cut the head into blocks; readers
+        see the rows either in the store or in what was returned, never in neither.
+        """
+        snap = self.snapshot()
+        with self._lock:
+            for kind in _TIME_COLUMN:
+                self._uncombined[kind] = 0
+                self._swap(kind, [])
+        return snap
+
+    def nbytes(self) -> int:
+        """Bytes of Arrow memory held, series dictionary included."""
+        with self._lock:
+            return sum(p.table.nbytes for parts in self._parts.values() for p in parts)
+
+    def series_count(self) -> int:
+        """Number of distinct series in the dictionary."""
+        return len(self._series_ids)
+
     def _add_series(self, series: pa.Table) -> None:
         if series.num_rows == 0:
             return
@@ -168,6 +198,12 @@ class MemoryStore:
         self._cache.pop(kind, None)
 
     # -- reader side ---------------------------------------------------------------------------
+
+    def view(self) -> StoreView:
+        """What queries read: this store's rows and no blocks."""
+        from otel_audio.store.view import StoreView
+
+        return StoreView(self.snapshot())
 
     def snapshot(self) -> Snapshot:
         """The current contents, one table per kind (cheap when nothing was appended since)."""

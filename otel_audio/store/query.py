@@ -23,10 +23,11 @@ import difflib
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -36,6 +37,11 @@ import pyarrow.compute as pc
 from otel_audio.processors.base import EXEMPLARS_SCHEMA, LOGS_SCHEMA, SPANS_SCHEMA
 from otel_audio.store.errors import QueryError
 from otel_audio.store.memory import MemoryStore, Snapshot
+from otel_audio.store.trace_blocks import read_trace
+
+if TYPE_CHECKING:
+    from otel_audio.store.tiered import TieredStore
+    from otel_audio.store.view import StoreView
 from otel_audio.store.series_math import BucketContext, compute
 
 MAX_BUCKETS = 11_000  # as Prometheus' query_range
@@ -125,13 +131,20 @@ class QueryEngine:
     """Answers queries over a store's snapshot; safe to call from many threads at once.
 
     Args:
-        store: anything with ``snapshot() -> Snapshot`` (the in-memory store today).
+        store: anything with ``view() -> StoreView``: the block store, or a plain in-memory store.
         lookback_ns: how far before a range's start a cumulative series' previous point is sought.
     """
 
-    def __init__(self, store: MemoryStore, *, lookback_ns: int = DEFAULT_LOOKBACK_NS) -> None:
+    def __init__(
+        self,
+        store: MemoryStore | TieredStore,
+        *,
+        lookback_ns: int = DEFAULT_LOOKBACK_NS,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self._store = store
         self._lookback_ns = lookback_ns
+        self._clock = clock  # "now" for choosing a tier; injectable for tests
         self._db = duckdb.connect()
         self._db_lock = threading.Lock()
 
@@ -151,7 +164,7 @@ class QueryEngine:
     def list_metrics(self) -> list[dict[str, Any]]:
         """One dict per metric name (first-seen series' metadata): name, type, unit, description,
         temporality, monotonic, series (count)."""
-        series = self._store.snapshot().series
+        series = self._store.view().head.series
         if series.num_rows == 0:
             return []
         cols = ["type", "unit", "description", "temporality", "monotonic"]
@@ -167,7 +180,7 @@ class QueryEngine:
 
     def list_series(self, metric: str, matchers: Sequence[Matcher] = ()) -> list[dict[str, Any]]:
         """The series of ``metric`` that match: series_id, service, resource, scope, attributes."""
-        rows = _select(_metric_rows(self._store.snapshot(), metric), _compile(matchers))
+        rows = _select(_metric_rows(self._store.view().head, metric), _compile(matchers))
         return [
             {
                 "series_id": r["series_id"],
@@ -185,10 +198,12 @@ class QueryEngine:
         """Exemplars (EXEMPLARS_SCHEMA) of matching series, time in [start_ns, end_ns), oldest first."""
         if end_ns < start_ns:
             raise QueryError(f"end_ns {end_ns} is before start_ns {start_ns}")
-        snap = self._store.snapshot()
-        rows = _select(_metric_rows(snap, metric), _compile(matchers))
-        sel = pa.table({"series_id": pa.array([r["series_id"] for r in rows], pa.uint64())})
-        with self._duck(exemplars=snap.exemplars, sel=sel) as cur:
+        view = self._store.view()
+        rows = _select(_metric_rows(view.head, metric), _compile(matchers))
+        ids = np.array([r["series_id"] for r in rows], np.uint64)
+        sel = pa.table({"series_id": pa.array(ids, pa.uint64())})
+        exemplars = _retrying(lambda v: v.exemplars(ids, start_ns, end_ns), view, self._store)
+        with self._duck(exemplars=exemplars, sel=sel) as cur:
             table = cur.sql(
                 "SELECT e.* FROM exemplars e SEMI JOIN sel s ON e.series_id = s.series_id "
                 "WHERE e.time_unix_nano >= $lo AND e.time_unix_nano < $hi ORDER BY e.time_unix_nano",
@@ -203,8 +218,8 @@ class QueryEngine:
         n = bucket_count(q)
         agg, quantile = parse_agg(q.agg)
         matchers = _compile(q.matchers)
-        snap = self._store.snapshot()
-        rows = _metric_rows(snap, q.metric)
+        view = self._store.view()
+        rows = _metric_rows(view.head, q.metric)
         kind = rows[0]["type"]
         _check_agg(q.metric, rows[0], agg)
         rows = _select(rows, matchers)
@@ -216,22 +231,54 @@ class QueryEngine:
             dtype=np.int64,
         )
         groups = list(group_of)
-        delta = rows[0]["temporality"] == "delta"
-        needs_prev = not delta and (agg in ("rate", "increase") or (kind != "gauge" and kind != "sum"))
-        pts = self._fetch(snap, rows, kind, agg, q, n, needs_prev)
-        ctx = BucketContext(
-            q, n, len(groups), gidx, pts, delta, [dict(zip(q.group_by, g, strict=True)) for g in groups]
-        )
-        values = compute(ctx, kind, agg, quantile, bool(rows[0]["monotonic"]))
+        labels = [dict(zip(q.group_by, g, strict=True)) for g in groups]
+        ids = np.array([r["series_id"] for r in rows], np.uint64)
+        split = n  # buckets [0, split) from rollups, [split, n) from raw points
+        tier = None
+        if view.has_blocks:
+            from otel_audio.store import tiers  # tiers builds on this module
+
+            tier = tiers.choose_tier(q.start_ns, q.end_ns, q.step_ns, self._clock(), view.retention)
+            if tier.window_ns == 0 or not tiers.answerable_from_rollups(kind, q.agg):
+                split = 0
+            else:
+                oldest = view.head_min_time(ids)
+                if oldest is not None:
+                    split = int(np.clip((oldest - q.start_ns) // q.step_ns, 0, n))
+        else:
+            split = 0
+        values = np.full((len(groups), n), np.nan)
+        if split < n:
+            raw_q = replace(q, start_ns=q.start_ns + split * q.step_ns)
+            values[:, split:] = _retrying(
+                lambda v: self._raw_values(v, rows, kind, agg, quantile, raw_q, n - split, gidx, labels),
+                view,
+                self._store,
+            )
+        if split > 0:
+            rolled_q = replace(q, end_ns=q.start_ns + split * q.step_ns)
+            values[:, :split] = _retrying(
+                lambda v: tiers.values_from_rollups(v, tier, ids, gidx, len(groups), rolled_q, kind),
+                view,
+                self._store,
+            )
         stamps = q.start_ns + np.arange(n, dtype=np.int64) * q.step_ns
         out = [
-            SeriesResult(labels=ctx.labels[g], timestamps_ns=stamps.copy(), values=values[g])
+            SeriesResult(labels=labels[g], timestamps_ns=stamps.copy(), values=values[g])
             for g in sorted(range(len(groups)), key=groups.__getitem__)
             if not np.isnan(values[g]).all()
         ]
         return out
 
-    def _fetch(self, snap: Snapshot, rows, kind, agg, q: RangeQuery, n: int, needs_prev: bool) -> pa.Table:
+    def _raw_values(self, view: StoreView, rows, kind, agg, quantile, q: RangeQuery, n, gidx, labels):
+        """Buckets of ``q`` from raw points: a (groups x n) matrix."""
+        delta = rows[0]["temporality"] == "delta"
+        needs_prev = not delta and (agg in ("rate", "increase") or (kind != "gauge" and kind != "sum"))
+        pts = self._fetch(view, rows, kind, agg, q, n, needs_prev)
+        ctx = BucketContext(q, n, len(labels), gidx, pts, delta, labels)
+        return compute(ctx, kind, agg, quantile, bool(rows[0]["monotonic"]))
+
+    def _fetch(self, view: StoreView, rows, kind, agg, q: RangeQuery, n: int, needs_prev: bool) -> pa.Table:
         cols = ["p.start_time_unix_nano AS st", "p.value AS v"]
         if kind in ("histogram", "exponential_histogram", "summary"):
             cols += ["p.count AS c", "p.min AS mn", "p.max AS mx"]
@@ -267,7 +314,9 @@ class QueryEngine:
         params = {"lo": q.start_ns, "hi": q.start_ns + n * q.step_ns}
         if needs_prev:
             params["lb"] = q.start_ns - self._lookback_ns
-        with self._duck(points=snap.points, sel=sel) as cur:
+        ids = sel.column("series_id").to_numpy()
+        points = view.points(ids, params.get("lb", params["lo"]), params["hi"])
+        with self._duck(points=points, sel=sel) as cur:
             return cur.sql(sql + " ORDER BY sidx, t", params=params).to_arrow_table()
 
     # -- spans ---------------------------------------------------------------------------------
@@ -275,33 +324,45 @@ class QueryEngine:
     def search_spans(self, q: SpanQuery) -> pa.Table:
         """Matching spans (SPANS_SCHEMA), newest start first, at most ``q.limit``."""
         where, params = _span_where(q)
-        with self._duck(spans=self._store.snapshot().spans) as cur:
-            table = cur.sql(
-                f"SELECT * FROM spans WHERE {where} "
-                f"ORDER BY start_time_unix_nano DESC, span_id LIMIT {_limit(q.limit)}",
-                params=params,
-            ).to_arrow_table()
-        return table.cast(SPANS_SCHEMA)
+        sql = (
+            f"SELECT * FROM spans WHERE {where} "
+            f"ORDER BY start_time_unix_nano DESC, span_id LIMIT {_limit(q.limit)}"
+        )
+        return self._over_spans(q, sql, params).cast(SPANS_SCHEMA)
 
     def search_traces(self, q: SpanQuery) -> list[str]:
         """Ids of traces with at least one matching span, most recent matching span first."""
         where, params = _span_where(q)
-        with self._duck(spans=self._store.snapshot().spans) as cur:
-            rows = cur.sql(
-                f"SELECT trace_id FROM spans WHERE {where} GROUP BY trace_id "
-                f"ORDER BY max(start_time_unix_nano) DESC, trace_id LIMIT {_limit(q.limit)}",
-                params=params,
-            ).fetchall()
-        return [r[0] for r in rows]
+        sql = (
+            f"SELECT trace_id FROM spans WHERE {where} GROUP BY trace_id "
+            f"ORDER BY max(start_time_unix_nano) DESC, trace_id LIMIT {_limit(q.limit)}"
+        )
+        return self._over_spans(q, sql, params).column("trace_id").to_pylist()
 
     def get_trace(self, trace_id: str) -> pa.Table:
         """All spans of the trace (SPANS_SCHEMA), by start time; empty when the trace is unknown."""
-        with self._duck(spans=self._store.snapshot().spans) as cur:
-            table = cur.sql(
-                "SELECT * FROM spans WHERE trace_id = $id ORDER BY start_time_unix_nano, span_id",
-                params={"id": _hex_id(trace_id, 32, "trace_id")},
-            ).to_arrow_table()
-        return table.cast(SPANS_SCHEMA)
+        trace_id = _hex_id(trace_id, 32, "trace_id")
+
+        def read(view: StoreView) -> pa.Table:
+            head = view.head.spans
+            parts = [head.filter(pc.equal(head.column("trace_id"), trace_id))]
+            if view.span_files():
+                parts.append(read_trace(view.span_files(), trace_id))
+            table = pa.concat_tables([p.cast(SPANS_SCHEMA) for p in parts])
+            return table.sort_by([("start_time_unix_nano", "ascending"), ("span_id", "ascending")])
+
+        return _retrying(read, self._store.view(), self._store)
+
+    def _over_spans(self, q: SpanQuery, sql: str, params: dict[str, Any]) -> pa.Table:
+        """Run ``sql`` with ``spans`` standing for the head's spans and the span blocks of q's range."""
+
+        def run(view: StoreView) -> pa.Table:
+            files = view.span_files(q.start_ns, q.end_ns)
+            with self._duck(head=view.head.spans) as cur:
+                cte = _with_blocks("spans", "head", files, params)
+                return cur.sql(cte + sql, params=params).to_arrow_table()
+
+        return _retrying(run, self._store.view(), self._store)
 
     # -- logs ----------------------------------------------------------------------------------
 
@@ -321,13 +382,34 @@ class QueryEngine:
             where.append("strpos(lower(body), lower($text)) > 0")
             params["text"] = q.text
         _attribute_where(q.attributes, where, params)
-        with self._duck(logs=self._store.snapshot().logs) as cur:
-            table = cur.sql(
-                f"SELECT * FROM logs WHERE {' AND '.join(where) or 'true'} "
-                f"ORDER BY time_unix_nano DESC LIMIT {_limit(q.limit)}",
-                params=params,
-            ).to_arrow_table()
-        return table.cast(LOGS_SCHEMA)
+        sql = (
+            f"SELECT * FROM logs WHERE {' AND '.join(where) or 'true'} "
+            f"ORDER BY time_unix_nano DESC LIMIT {_limit(q.limit)}"
+        )
+
+        def run(view: StoreView) -> pa.Table:
+            files = view.log_files(q.start_ns, q.end_ns)
+            with self._duck(head=view.head.logs) as cur:
+                cte = _with_blocks("logs", "head", files, params)
+                return cur.sql(cte + sql, params=params).to_arrow_table()
+
+        return _retrying(run, self._store.view(), self._store).cast(LOGS_SCHEMA)
+
+
+def _with_blocks(name: str, head: str, files: Sequence[Any], params: dict[str, Any]) -> str:
+    """A WITH clause naming the head table plus the block files ``name`` (files go in $files)."""
+    if not files:
+        return f"WITH {name} AS (SELECT * FROM {head}) "
+    params["files"] = [str(f) for f in files]
+    return f"WITH {name} AS (SELECT * FROM {head} UNION ALL BY NAME SELECT * FROM read_parquet($files)) "
+
+
+def _retrying(read: Callable[[StoreView], Any], view: StoreView, store: Any) -> Any:
+    """``read(view)``, once more on a fresh view when a block vanished (compaction, retention)."""
+    try:
+        return read(view)
+    except (FileNotFoundError, duckdb.IOException):
+        return read(store.view())
 
 
 # -- request validation ----------------------------------------------------------------------------

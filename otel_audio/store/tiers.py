@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +33,9 @@ import pyarrow.compute as pc
 from otel_audio.store import histograms as hist
 from otel_audio.store.query import PERCENTILE, QueryError, RangeQuery, SeriesResult, bucket_count, parse_agg
 from otel_audio.store.rollup import HOUR_NS, MINUTE_NS, merge_rollups
+
+if TYPE_CHECKING:
+    from otel_audio.store.view import StoreView
 
 DAY_NS = 86_400 * 10**9
 
@@ -181,6 +185,30 @@ def range_from_rollups(rollups: pa.Table, q: RangeQuery, kind: str) -> SeriesRes
     else:  # min, max, last (of the newest row of the bucket across the group)
         values[bucket] = col(agg)
     return SeriesResult(labels={}, timestamps_ns=stamps, values=values)
+
+
+def values_from_rollups(
+    view: StoreView, tier: Tier, ids: np.ndarray, gidx: np.ndarray, n_groups: int, q: RangeQuery, kind: str
+) -> np.ndarray:
+    """Buckets of ``q`` for every group from ``tier``'s rollup rows: a (groups x buckets) matrix.
+
+    Args:
+        ids: the selected series; ``gidx[i]`` is the group of ``ids[i]``.
+    """
+    n = bucket_count(q)
+    out = np.full((n_groups, n), np.nan)
+    rows = view.rollups(tier, ids, q.start_ns, q.start_ns + n * q.step_ns)
+    if rows.num_rows == 0:
+        return out
+    order = np.argsort(ids)
+    sid = rows.column("series_id").to_numpy()
+    group = gidx[order[np.searchsorted(ids[order], sid)]]
+    by_group = np.argsort(group, kind="stable")
+    rows, group = rows.take(by_group), group[by_group]
+    cuts = np.flatnonzero(np.diff(group)) + 1
+    for first, last in zip(np.r_[0, cuts], np.r_[cuts, group.size], strict=True):
+        out[group[first]] = range_from_rollups(rows.slice(first, last - first), q, kind).values
+    return out
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -1,0 +1,281 @@
+"""The store: an in-memory head over Parquet blocks, with rollups, retention and compaction.
+
+:class:`TieredStore` is the ``store`` stage of the receiver's chain. Batches land in the head (a
+:class:`~otel_audio.store.memory.MemoryStore`, Arrow tables). On ``tick(now)``:
+
+- **flush** when ``flush_interval`` has passed since the last one, or the head holds more than
+  ``head_max_bytes``: the head is cut (its rows move to a frozen list that queries still read)
+  and a background thread writes the cut as blocks (:func:`~otel_audio.store.flush.write_flush`),
+  commits it with the checkpoint, swaps the frozen rows for the new blocks in one step, and lets
+  the write-ahead log drop what the blocks now hold (``on_checkpoint(lsn)``);
+- **maintenance** every ``maintenance_interval``: retention drops expired day partitions, then
+  finished days with several blocks are compacted.
+
+A flush that fails (disk full) keeps its rows in memory, still queryable, and is retried on the
+next tick; the log is not truncated past it. Batches carry their WAL LSN and arrive in LSN order
+(the ingest sequencer), so the head holds exactly the records after the last checkpoint, and
+after a restart the log is replayed from ``checkpoint.lsn + 1``.
+
+Threads: one writer calls ``process``/``tick``/``close`` (the chain's lock); one background
+thread writes blocks; any number of readers call ``view``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from otel_audio.processors.base import POINTS_SCHEMA, SERIES_SCHEMA, Batch
+from otel_audio.store import catalog as cat
+from otel_audio.store.compaction import (
+    DEFAULT_MIN_AGE_NS,
+    compact_log_partition,
+    compact_metric_partition,
+    compact_span_partition,
+    partitions_to_compact,
+)
+from otel_audio.store.flush import index_files, write_flush
+from otel_audio.store.memory import MemoryStore, Snapshot
+from otel_audio.store.retention import RetentionConfig, drop_expired
+from otel_audio.store.rollup import Carry
+from otel_audio.store.rollup_blocks import compact_rollup_partition
+from otel_audio.store.view import StoreView
+
+_log = logging.getLogger(__name__)
+
+HOUR_NS = 3600 * 10**9
+
+
+@dataclass(frozen=True)
+class _Cut:
+    seq: int
+    lsn: int  # last WAL record in the cut
+    rows: Snapshot
+    new_series: pa.Table
+
+
+class TieredStore:
+    """Processor that keeps recent data in memory and history in Parquet blocks under ``root``.
+
+    Args:
+        root: the data directory (``blocks/`` and ``index/`` are made inside it).
+        retention: per tier (``RetentionConfig``); defaults raw 7 d, 1m 30 d, 1h 90 d.
+        flush_interval_ns: the longest time rows stay only in the head (and the log).
+        head_max_bytes: flush early when the head holds more Arrow memory than this.
+        maintenance_interval_ns: how often retention and compaction run.
+        compact_min_age_ns: a day partition is compacted once its day ended this long ago.
+        on_checkpoint: called with the LSN of the last record a committed flush holds; the
+            receiver truncates its write-ahead log there.
+        background: write blocks on a thread (the receiver); False writes them inside ``tick``
+            (deterministic tests).
+    """
+
+    name = "store"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        retention: RetentionConfig | None = None,
+        flush_interval_ns: int = 2 * HOUR_NS,
+        head_max_bytes: int = 512 * 1024 * 1024,
+        maintenance_interval_ns: int = 60 * 10**9,
+        compact_min_age_ns: int = DEFAULT_MIN_AGE_NS,
+        on_checkpoint: Callable[[int], object] | None = None,
+        background: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.retention = retention or RetentionConfig()
+        self._flush_interval = flush_interval_ns
+        self._head_max_bytes = head_max_bytes
+        self._maintenance_interval = maintenance_interval_ns
+        self._compact_min_age = compact_min_age_ns
+        self._on_checkpoint = on_checkpoint
+        self._background = background
+
+        self.checkpoint = cat.read_checkpoint(self.root)
+        cat.remove_unfinished(self.root, self.checkpoint)
+        self._catalog = cat.scan(self.root)
+        self._carry = _load_carry(self.root, self.checkpoint)
+        self._head = MemoryStore()
+        self._head.add_series(_load_series(self.root))
+        self._series_flushed = self._head.series_count()
+        self._lsn = self.checkpoint.lsn
+        self._seq = self.checkpoint.seq
+        self._lock = threading.Lock()  # guards _frozen and _catalog against readers
+        self._frozen: list[_Cut] = []
+        self._worker: threading.Thread | None = None
+        self._last_flush_ns: int | None = None
+        self._last_maintenance_ns: int | None = None
+        self.flush_failures = 0
+
+    # -- writer side ---------------------------------------------------------------------------
+
+    def process(self, batch: Batch) -> None:
+        """Add the batch to the head; remember its LSN for the next checkpoint."""
+        self._head.process(batch)
+        if batch.lsn:
+            self._lsn = batch.lsn
+
+    def tick(self, now_unix_nano: int) -> None:
+        """Cut the head into a flush when due, and run retention and compaction when due."""
+        if self._worker is not None and self._worker.is_alive():
+            return
+        now = now_unix_nano
+        if self._last_flush_ns is None:
+            self._last_flush_ns = self._last_maintenance_ns = now
+        full = self._head.nbytes() >= self._head_max_bytes
+        if (full or now - self._last_flush_ns >= self._flush_interval) and self._head_has_rows():
+            self._cut()
+            self._last_flush_ns = now
+        maintain = now - self._last_maintenance_ns >= self._maintenance_interval
+        if maintain:
+            self._last_maintenance_ns = now
+        if not (maintain or self._frozen):
+            return
+        if self._background:
+            self._worker = threading.Thread(
+                target=self._work, args=(now, maintain), name="store-flush", daemon=True
+            )
+            self._worker.start()
+        else:
+            self._work(now, maintain)
+
+    def flush(self) -> None:
+        """Write everything the head holds as blocks now (on the writer thread); waits for it."""
+        self.wait()
+        if self._head_has_rows():
+            self._cut()
+        self._work(None, False)
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Wait for the background flush or maintenance, if one is running."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout_s)
+
+    def close(self) -> None:
+        """Flush the head, so the next start replays an (almost) empty log."""
+        try:
+            self.flush()
+        except OSError:
+            _log.exception("could not flush the head on close; the write-ahead log still holds it")
+
+    def _head_has_rows(self) -> bool:
+        snap = self._head.snapshot()
+        return any(t.num_rows for t in (snap.points, snap.exemplars, snap.spans, snap.logs))
+
+    def _cut(self) -> None:
+        self._seq += 1
+        with self._lock:
+            rows = self._head.detach()
+            new_series = rows.series.slice(self._series_flushed)
+            self._series_flushed = rows.series.num_rows
+            self._frozen.append(_Cut(self._seq, self._lsn, rows, new_series))
+
+    # -- background work -----------------------------------------------------------------------
+
+    def _work(self, now: int | None, maintain: bool) -> None:
+        for cut in list(self._frozen):
+            try:
+                self._write(cut)
+            except Exception:
+                self.flush_failures += 1
+                _log.exception("flush %d failed; its rows stay in memory and are retried", cut.seq)
+                return
+        if maintain and now is not None:
+            try:
+                self._maintain(now)
+            except Exception:
+                _log.exception("retention or compaction failed; retried at the next interval")
+
+    def _write(self, cut: _Cut) -> None:
+        cat.remove_unfinished(self.root, self.checkpoint)  # what an earlier failed try left
+        name = cat.flush_name(cut.seq)
+        entries, carry = write_flush(self.root, name, cut.rows, cut.new_series, self._carry)
+        checkpoint = cat.Checkpoint(cut.seq, cut.lsn)
+        cat.write_checkpoint(self.root, checkpoint)
+        with self._lock:
+            self._catalog = self._catalog.plus(entries)
+            self._frozen.remove(cut)
+        self._carry, self.checkpoint = carry, checkpoint
+        for old in index_files(self.root, "carry")[:-1]:
+            old.unlink(missing_ok=True)
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(cut.lsn)
+
+    def _maintain(self, now: int) -> None:
+        dropped = drop_expired(self.root, now, self.retention)
+        compacted = 0
+        for partition in partitions_to_compact(self.root, now, min_age_ns=self._compact_min_age):
+            tier = partition.parent.name
+            if tier == "raw":
+                compact_metric_partition(partition, tier="raw")
+                compact_span_partition(partition)
+                compact_log_partition(partition)
+            else:
+                compact_rollup_partition(partition)
+            compacted += 1
+        if dropped or compacted:
+            catalog = cat.scan(self.root)
+            with self._lock:
+                self._catalog = catalog
+            _log.info("retention dropped %d partitions; compacted %d", len(dropped), compacted)
+
+    # -- reader side ---------------------------------------------------------------------------
+
+    def view(self) -> StoreView:
+        """The head (with rows being flushed) and the blocks, as of now."""
+        with self._lock:
+            head = self._head.snapshot()
+            frozen = [cut.rows for cut in self._frozen]
+            catalog = self._catalog
+        if frozen:
+            head = Snapshot(
+                series=head.series,
+                **{
+                    kind: pa.concat_tables([getattr(f, kind) for f in frozen] + [getattr(head, kind)])
+                    for kind in ("points", "exemplars", "spans", "logs")
+                },
+            )
+        return StoreView(head, catalog, self.retention)
+
+    def snapshot(self) -> Snapshot:
+        """The head's rows (including those being flushed); blocks are read through ``view``."""
+        return self.view().head
+
+    def stats(self) -> dict[str, object]:
+        """The head's rows and bytes per kind, series count, and the blocks on disk."""
+        out = self._head.stats()
+        with self._lock:
+            catalog = self._catalog
+            out["frozen_cuts"] = len(self._frozen)
+        out["blocks"] = {"files": len(catalog.entries), "bytes": catalog.bytes_on_disk()}
+        out["checkpoint_lsn"] = self.checkpoint.lsn
+        return out
+
+
+def _load_series(root: Path) -> pa.Table:
+    files = index_files(root, "series")
+    if not files:
+        return SERIES_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(p).select(SERIES_SCHEMA.names).cast(SERIES_SCHEMA) for p in files])
+
+
+def _load_carry(root: Path, checkpoint: cat.Checkpoint) -> Carry:
+    if checkpoint.seq == 0:
+        return Carry.empty()
+    path = cat.index_dir(root) / "carry" / f"{cat.flush_name(checkpoint.seq)}.parquet"
+    table = pq.read_table(path)
+    return Carry(table.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA))
+
+
+def retention_from(values: Mapping[str, int | str] | None) -> RetentionConfig:
+    """A ``RetentionConfig`` from the YAML's ``storage.retention`` mapping (None: defaults)."""
+    return RetentionConfig.from_mapping(values or {})

@@ -1,0 +1,95 @@
+"""What a query reads: the head's rows at one moment plus the blocks on disk at that moment.
+
+A :class:`StoreView` is taken under the store's lock, so a flush that moves rows from the head
+into blocks is seen either entirely before or entirely after: no row is missing and none is
+counted twice. The view reads blocks lazily, only those overlapping the asked time range, and
+inside them only the row groups the series and times can be in.
+
+Blocks can vanish under an old view (compaction merges them, retention drops them); a reader
+that hits a missing file takes a new view and tries again (``QueryEngine`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from otel_audio.processors.base import EXEMPLARS_SCHEMA, POINTS_SCHEMA
+from otel_audio.store.blocks import read_metric_block
+from otel_audio.store.catalog import Catalog
+from otel_audio.store.memory import Snapshot
+from otel_audio.store.rollup import ROLLUP_SCHEMA, merge_rollups
+from otel_audio.store.rollup_blocks import read_rollups
+from otel_audio.store.tiers import Tier
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """The head (``head``: every series, recent rows) and the block catalog, as of one moment.
+
+    Args:
+        retention: nanoseconds per tier name, for choosing the tier a query reads.
+    """
+
+    head: Snapshot
+    catalog: Catalog = field(default_factory=Catalog)
+    retention: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def has_blocks(self) -> bool:
+        return bool(self.catalog.entries)
+
+    def points(self, series_ids: np.ndarray, start_ns: int, end_ns: int) -> pa.Table:
+        """POINTS_SCHEMA rows of the head and the raw blocks; blocks filtered by series and time.
+
+        Head rows are not filtered (the caller's SQL does that); block rows outside the series or
+        ``[start_ns, end_ns)`` are not returned.
+        """
+        paths = self.catalog.select("metrics", "raw", start_ns, end_ns)
+        if not paths:
+            return self.head.points
+        parts = [self.head.points]
+        for path in paths:
+            parts.append(read_metric_block(path, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns)[0])
+        return pa.concat_tables(parts).cast(POINTS_SCHEMA)
+
+    def exemplars(self, series_ids: np.ndarray, start_ns: int, end_ns: int) -> pa.Table:
+        """EXEMPLARS_SCHEMA rows of the head and the raw blocks (blocks filtered as in ``points``)."""
+        paths = self.catalog.select("metrics", "raw", start_ns, end_ns)
+        parts = [self.head.exemplars]
+        for path in paths:
+            parts.append(read_metric_block(path, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns)[2])
+        return pa.concat_tables(parts).cast(EXEMPLARS_SCHEMA) if len(parts) > 1 else parts[0]
+
+    def rollups(self, tier: Tier, series_ids: np.ndarray, start_ns: int, end_ns: int) -> pa.Table:
+        """ROLLUP_SCHEMA rows of ``tier`` with window start in ``[start_ns, end_ns)``, one per window.
+
+        Rows of one window written by two flushes are merged into one.
+        """
+        paths = self.catalog.select("rollups", tier.name, start_ns, end_ns)
+        if not paths:
+            return ROLLUP_SCHEMA.empty_table()
+        rows = read_rollups(paths, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns)
+        return merge_rollups(rows, tier.window_ns) if len(paths) > 1 else rows
+
+    def head_min_time(self, series_ids: np.ndarray) -> int | None:
+        """The oldest head point of these series: data older than it is all in blocks."""
+        points = self.head.points
+        if points.num_rows == 0:
+            return None
+        mine = points.filter(pc.is_in(points.column("series_id"), pa.array(series_ids, pa.uint64())))
+        if mine.num_rows == 0:
+            return None
+        return int(pc.min(mine.column("time_unix_nano")).as_py())
+
+    def span_files(self, start_ns: int | None = None, end_ns: int | None = None) -> list:
+        """Span block files that can hold spans overlapping ``[start_ns, end_ns)``."""
+        return self.catalog.select("spans", "raw", start_ns, end_ns)
+
+    def log_files(self, start_ns: int | None = None, end_ns: int | None = None) -> list:
+        """Log block files with records in ``[start_ns, end_ns)``."""
+        return self.catalog.select("logs", "raw", start_ns, end_ns)
