@@ -52,6 +52,10 @@ class ServeProcess:
         self.config.write_text(
             f"server:\n  grpc_port: {self.grpc_port}\n  http_port: {self.http_port}\n"
             f"  api_port: {self.api_port}\nstorage:\n  data_dir: {data}\n"
+            # Flush to blocks every second and keep WAL segments small, so kills also land
+            # during flushes and checkpoints and after WAL truncations.
+            "  blocks:\n    flush_interval_s: 1\n  wal:\n    segment_bytes: 65536\n"
+            "tick_interval_s: 0.05\n"
         )
         self.process: subprocess.Popen | None = None
 

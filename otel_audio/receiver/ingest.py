@@ -21,13 +21,14 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pyarrow as pa
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_audio.processors.base import Batch, MetricBatch, Signal
-from otel_audio.receiver import decode_fast
+from otel_audio.receiver import decode_fast, decode_spans_fast
 from otel_audio.receiver.batch_codec import decode_batch, encode_batch
 from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.chain import ProcessorChain
@@ -189,6 +190,8 @@ class Ingestor:
             try:
                 if signal is Signal.METRICS and decode_fast.available():
                     return decode_fast.decode_metrics_bytes(bytes(request), self._limiter)
+                if signal is Signal.TRACES:
+                    return decode_spans_fast.decode_traces_bytes(bytes(request))
                 request = REQUEST_TYPES[signal].FromString(request)
             except DecodeError as exc:
                 raise InvalidRequest(f"cannot decode {REQUEST_TYPES[signal].__name__}: {exc}") from None
@@ -208,16 +211,20 @@ class Ingestor:
         for lsn, kind, payload in self._wal.replay(from_lsn):
             batch: Batch = replace(decode_batch(kind, payload), lsn=lsn)
             if isinstance(batch, MetricBatch):
-                self._restore_series(batch)
+                self.restore_series(batch.series)
             self._chain.process(batch)
             count += 1
         self._wal.skip_to(from_lsn - 1)
         self._sequencer = Sequencer(int(self._wal.stats()["last_lsn"]) + 1)
         return count
 
-    def _restore_series(self, batch: MetricBatch) -> None:
-        """Series admitted before the restart stay admitted, so budgets survive restarts."""
-        series = batch.series.select(["metric", "series_id"]).to_pydict()
+    def restore_series(self, series: pa.Table) -> None:
+        """Series admitted before the restart stay admitted, so budgets survive restarts.
+
+        The receiver passes the store's series dictionary (what blocks hold) before replaying
+        the log, and the replay passes each batch's series.
+        """
+        series = series.select(["metric", "series_id"]).to_pydict()
         by_metric: dict[str, list[int]] = {}
         for metric, sid in zip(series["metric"], series["series_id"], strict=True):
             by_metric.setdefault(metric, []).append(sid)

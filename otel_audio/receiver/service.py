@@ -155,6 +155,8 @@ class Receiver:
             config.limits.max_inflight_bytes,
             config.limits.retry_after_s,
         )
+        since = time.time_ns() - config.limits.series_idle_s * 10**9
+        self.ingestor.restore_series(self.store.recent_series(since))
         replayed = self.ingestor.replay(self.store.checkpoint.lsn + 1)
         _log.info("replayed %d WAL records from %s", replayed, self.data_dir / "wal")
         try:

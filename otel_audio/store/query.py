@@ -239,6 +239,8 @@ class QueryEngine:
             from otel_audio.store import tiers  # tiers builds on this module
 
             tier = tiers.choose_tier(q.start_ns, q.end_ns, q.step_ns, self._clock(), view.retention)
+            while tier.window_ns and (q.start_ns % tier.window_ns or q.step_ns % tier.window_ns):
+                tier = tiers.TIERS[tiers.TIERS.index(tier) - 1]  # windows must tile the buckets
             if tier.window_ns == 0 or not tiers.answerable_from_rollups(kind, q.agg):
                 split = 0
             else:

@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from otel_audio.processors.base import POINTS_SCHEMA, SERIES_SCHEMA, Batch
 from otel_audio.store import catalog as cat
+from otel_audio.store.blocks import read_metric_block
 from otel_audio.store.compaction import (
     DEFAULT_MIN_AGE_NS,
     compact_log_partition,
@@ -109,6 +111,7 @@ class TieredStore:
         self._lsn = self.checkpoint.lsn
         self._seq = self.checkpoint.seq
         self._lock = threading.Lock()  # guards _frozen and _catalog against readers
+        self._committed = threading.Condition()  # notified after each flush's checkpoint
         self._frozen: list[_Cut] = []
         self._worker: threading.Thread | None = None
         self._last_flush_ns: int | None = None
@@ -160,6 +163,11 @@ class TieredStore:
         if worker is not None:
             worker.join(timeout_s)
 
+    def wait_checkpoint(self, lsn: int, timeout_s: float) -> bool:
+        """Wait until a committed flush holds every WAL record up to ``lsn``; False on timeout."""
+        with self._committed:
+            return self._committed.wait_for(lambda: self.checkpoint.lsn >= lsn, timeout_s)
+
     def close(self) -> None:
         """Flush the head, so the next start replays an (almost) empty log."""
         try:
@@ -204,11 +212,13 @@ class TieredStore:
         with self._lock:
             self._catalog = self._catalog.plus(entries)
             self._frozen.remove(cut)
-        self._carry, self.checkpoint = carry, checkpoint
         for old in index_files(self.root, "carry")[:-1]:
             old.unlink(missing_ok=True)
         if self._on_checkpoint is not None:
             self._on_checkpoint(cut.lsn)
+        with self._committed:
+            self._carry, self.checkpoint = carry, checkpoint
+            self._committed.notify_all()
 
     def _maintain(self, now: int) -> None:
         dropped = drop_expired(self.root, now, self.retention)
@@ -249,6 +259,21 @@ class TieredStore:
     def snapshot(self) -> Snapshot:
         """The head's rows (including those being flushed); blocks are read through ``view``."""
         return self.view().head
+
+    def recent_series(self, since_ns: int) -> pa.Table:
+        """Series rows with a point at or after ``since_ns`` (head or raw blocks).
+
+        After a restart the receiver re-admits these into the cardinality budgets: series that
+        were active stay admitted, long-silent ones do not take a slot.
+        """
+        view = self.view()
+        ids = [pc.unique(view.head.points.column("series_id"))]
+        for path in view.catalog.select("metrics", "raw", since_ns, None):
+            points = read_metric_block(path, start_ns=since_ns)[0]
+            ids.append(pc.unique(points.column("series_id")))
+        recent = pa.chunked_array(ids, pa.uint64()).unique()
+        series = view.head.series
+        return series.filter(pc.is_in(series.column("series_id"), recent))
 
     def stats(self) -> dict[str, object]:
         """The head's rows and bytes per kind, series count, and the blocks on disk."""
