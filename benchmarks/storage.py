@@ -13,6 +13,7 @@ every value is bit-exact.
 Usage::
 
     python benchmarks/storage.py [--block-hours 24] [--series 100] [--points 20000] [--dir PATH]
+                                  [--zstd-level 19]
 
 Prints one JSON line. Exit status 2 when the synthetic data set is not found.
 """
@@ -40,7 +41,12 @@ from otel_audio.processors.base import (
     canonical_json,
     series_id,
 )
-from otel_audio.store.blocks import read_metric_block, write_metric_block
+from otel_audio.store.blocks import (
+    FLUSH_ZSTD_LEVEL,
+    ZSTD_LEVEL,
+    read_metric_block,
+    write_metric_block,
+)
 
 # The standard set lives in ../shared/bench; benchmarks/synth_metrics.py is a verbatim copy (a test
 # keeps them equal where both exist) so a clone on its own can run this benchmark.
@@ -110,7 +116,7 @@ def same_points(got: pa.Table, want: pa.Table) -> bool:
     return got.num_rows == want.num_rows and bool(np.array_equal(key(got), key(want)))
 
 
-def run(block_hours: float, nser: int, npts: int, root: Path) -> dict[str, Any]:
+def run(block_hours: float, nser: int, npts: int, root: Path, level: int = ZSTD_LEVEL) -> dict[str, Any]:
     ts_ms, out, bound = load_synth(nser, npts)
     points, series = build_tables(ts_ms, out)
     times = points.column("time_unix_nano").to_numpy()
@@ -123,7 +129,7 @@ def run(block_hours: float, nser: int, npts: int, root: Path) -> dict[str, Any]:
 
     began = time.perf_counter()
     metas = [
-        write_metric_block(root / f"block-{block:05d}", part, series, exemplars)
+        write_metric_block(root / f"block-{block:05d}", part, series, exemplars, compression_level=level)
         for block, part in parts.items()
     ]
     write_s = time.perf_counter() - began
@@ -141,6 +147,7 @@ def run(block_hours: float, nser: int, npts: int, root: Path) -> dict[str, Any]:
         "series": len(out),
         "blocks": len(metas),
         "block_hours": block_hours,
+        "zstd_level": level,
         "bytes": files,
         "points_parquet_bytes": sum((m.path / "points.parquet").stat().st_size for m in metas),
         "write_s": round(write_s, 3),
@@ -157,10 +164,16 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=100)
     parser.add_argument("--points", type=int, default=20_000, help="points per series")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
+    parser.add_argument(
+        "--zstd-level",
+        type=int,
+        default=ZSTD_LEVEL,
+        help=f"{ZSTD_LEVEL}: compacted blocks (default); {FLUSH_ZSTD_LEVEL}: the head's flushes",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="otel-audio-storage-", dir=args.dir))
     try:
-        print(json.dumps(run(args.block_hours, args.series, args.points, root)))
+        print(json.dumps(run(args.block_hours, args.series, args.points, root, args.zstd_level)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

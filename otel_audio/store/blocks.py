@@ -53,7 +53,8 @@ META_FILE = "meta.json"
 ROW_GROUP_ROWS = 1 << 17  # rows per row group, cut at series boundaries
 PAGE_MIN_ROWS = 512  # value pages hold whole series, merged until at least this many rows
 PAGE_ROWS = 1 << 16  # rows per page of the other columns
-ZSTD_LEVEL = 19  # chosen by measurement (docs/storage-format.md); blocks are written once
+ZSTD_LEVEL = 19  # chosen by measurement (docs/storage-format.md): compacted day blocks
+FLUSH_ZSTD_LEVEL = 3  # the head's flushes: ~20x faster to write, compaction rewrites them at 19
 _VALUE_COLUMNS = ("value_int", "value_float")
 _CODEC_COLUMNS = ("value_scale", "value_int", "value_delta", "value_float")
 
@@ -149,7 +150,13 @@ class BlockMeta:
 
 
 def write_metric_block(
-    directory: Path, points: pa.Table, series: pa.Table, exemplars: pa.Table, *, tier: str = "raw"
+    directory: Path,
+    points: pa.Table,
+    series: pa.Table,
+    exemplars: pa.Table,
+    *,
+    tier: str = "raw",
+    compression_level: int = ZSTD_LEVEL,
 ) -> BlockMeta:
     """Write one block atomically at ``directory`` (which must not exist) and return its meta.
 
@@ -160,6 +167,8 @@ def write_metric_block(
             series are left out of the block; for duplicates the last row wins).
         exemplars: ``EXEMPLARS_SCHEMA`` rows, any order, possibly none.
         tier: recorded in ``meta.json`` for the block manager.
+        compression_level: zstd level of every file; the head's flushes use
+            :data:`FLUSH_ZSTD_LEVEL` to keep up with ingest, compaction the smaller default.
     """
     directory = Path(directory)
     points = _conform("points", points, POINTS_SCHEMA)
@@ -177,9 +186,10 @@ def write_metric_block(
     shutil.rmtree(tmp, ignore_errors=True)  # left by a crash; never visible as a block
     tmp.mkdir(parents=True)
     try:
-        _write_points(tmp / POINTS_FILE, points)
-        pq.write_table(series, tmp / SERIES_FILE, **_TABLE_WRITER)
-        pq.write_table(exemplars, tmp / EXEMPLARS_FILE, **_TABLE_WRITER)
+        _write_points(tmp / POINTS_FILE, points, compression_level)
+        table_writer = {**_TABLE_WRITER, "compression_level": compression_level}
+        pq.write_table(series, tmp / SERIES_FILE, **table_writer)
+        pq.write_table(exemplars, tmp / EXEMPLARS_FILE, **table_writer)
         times = points.column("time_unix_nano")
         fields = {
             "format_version": FORMAT_VERSION,
@@ -262,7 +272,7 @@ def decode_points(stored: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=POINTS_SCHEMA)
 
 
-def _write_points(path: Path, points: pa.Table) -> None:
+def _write_points(path: Path, points: pa.Table, compression_level: int) -> None:
     series_ids = points.column("series_id").to_numpy()
     series_starts = np.flatnonzero(np.r_[True, series_ids[1:] != series_ids[:-1]])
     groups = _row_group_starts(series_starts, points.num_rows)
@@ -276,7 +286,8 @@ def _write_points(path: Path, points: pa.Table) -> None:
         name: codec[name] if name in codec else _one_chunk(points.column(name))
         for name in POINTS_FILE_SCHEMA.names
     }
-    with pq.ParquetWriter(path, POINTS_FILE_SCHEMA, **_writer_options(columns)) as writer:
+    options = {**_writer_options(columns), "compression_level": compression_level}
+    with pq.ParquetWriter(path, POINTS_FILE_SCHEMA, **options) as writer:
         for first, end in zip(groups, [*groups[1:], points.num_rows], strict=True):
             local_starts = series_starts[(series_starts > first) & (series_starts < end)] - first
             value_cuts = _page_cuts(local_starts, end - first)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from otel_audio.store.blocks import write_metric_block
+from otel_audio.store.blocks import FLUSH_ZSTD_LEVEL, write_metric_block
 from otel_audio.store.catalog import Entry, fsync_dir, index_dir
 from otel_audio.store.memory import Snapshot
 from otel_audio.store.retention import partition_dir
@@ -53,7 +53,9 @@ def write_flush(
         if i == len(by_day) - 1 and exemplar_days:  # exemplars of days without points: keep them
             day_exemplars = pa.concat_tables([day_exemplars, *exemplar_days.values()])
         path = partition_dir(root, "raw", day) / name
-        meta = write_metric_block(path, rows, cut.series, day_exemplars, tier="raw")
+        meta = write_metric_block(
+            path, rows, cut.series, day_exemplars, tier="raw", compression_level=FLUSH_ZSTD_LEVEL
+        )
         entries.append(Entry("metrics", "raw", path, meta.min_time_ns, meta.max_time_ns))
 
     for day, rows in _days(cut.spans, "start_time_unix_nano").items():
