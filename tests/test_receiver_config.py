@@ -139,3 +139,19 @@ def test_a_port_in_use_fails_start_cleanly_and_frees_the_data_dir(start_receiver
     # The WAL was closed: a new receiver on the same directory starts and serves.
     receiver = start_receiver(data_dir=tmp_path / "d")
     assert receiver.serving
+
+
+@pytest.mark.parametrize(
+    ("retention", "message"),
+    [
+        ("raw: forever", "storage.blocks.retention: retention of tier 'raw': cannot read 'forever'"),
+        ("2m: 1d", "storage.blocks.retention: unknown tier '2m' in retention; tiers: raw, 1m, 1h"),
+    ],
+)
+def test_bad_retention_is_a_config_error_before_anything_starts(tmp_path, retention, message):
+    from otel_audio.receiver.service import Receiver
+
+    config = load_config(write(tmp_path, f"storage:\n  blocks:\n    retention:\n      {retention}\n"))
+    with pytest.raises(ConfigError) as caught:
+        Receiver(config)
+    assert message in str(caught.value)

@@ -107,6 +107,10 @@ class Receiver:
         self.metrics = SelfMetrics()
         self.auth = TokenAuth(config.server.auth.tokens)
         self.data_dir = Path(config.storage.data_dir)
+        try:
+            self.retention = RetentionConfig.from_mapping(config.storage.blocks.retention)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"storage.blocks.retention: {exc}") from None
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._servers: list[_Uvicorn] = []
@@ -119,10 +123,6 @@ class Receiver:
         """Open storage, replay the WAL, then listen; returns once every port accepts."""
         config = self.config
         blocks = config.storage.blocks
-        try:
-            retention = RetentionConfig.from_mapping(blocks.retention)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"storage.blocks.retention: {exc}") from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         wal_config = config.storage.wal
         self.wal = WriteAheadLog(
@@ -134,7 +134,7 @@ class Receiver:
         wal = self.wal
         self.store = TieredStore(
             self.data_dir,
-            retention=retention,
+            retention=self.retention,
             flush_interval_ns=blocks.flush_interval_s * 10**9,
             head_max_bytes=blocks.head_max_bytes,
             maintenance_interval_ns=blocks.maintenance_interval_s * 10**9,
