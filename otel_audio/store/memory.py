@@ -149,9 +149,9 @@ class MemoryStore:
         return snap
 
     def nbytes(self) -> int:
-        """Bytes of Arrow memory held, series dictionary included."""
+        """Bytes of Arrow memory held, series dictionary included (shared buffers counted once)."""
         with self._lock:
-            return sum(p.table.nbytes for parts in self._parts.values() for p in parts)
+            return sum(p.table.get_total_buffer_size() for parts in self._parts.values() for p in parts)
 
     def series_count(self) -> int:
         """Number of distinct series in the dictionary."""
@@ -186,7 +186,7 @@ class MemoryStore:
         parts = self._parts[kind]
         n = self._uncombined[kind]
         tail = parts[-n:]
-        combined = pa.concat_tables([p.table for p in tail]).combine_chunks()
+        combined = _combined(pa.concat_tables([p.table for p in tail]))
         with self._lock:
             self._parts[kind] = [*parts[:-n], _Part(combined, max(p.max_time for p in tail))]
             self._uncombined[kind] = 0
@@ -240,6 +240,19 @@ class MemoryStore:
         }
         out["series_count"] = out["series"]["rows"]  # type: ignore[index]
         return out
+
+
+def _combined(table: pa.Table) -> pa.Table:
+    """One chunk per column; a column that is all null stays a shared all-null array.
+
+    Most point columns are null for most points (histogram fields of gauges, and the reverse);
+    ``combine_chunks`` would allocate full buffers for them, about 100 bytes per point.
+    """
+    columns = [
+        pa.nulls(table.num_rows, col.type) if col.null_count == len(col) else col.combine_chunks()
+        for col in table.columns
+    ]
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def _conform(kind: str, table: pa.Table) -> pa.Table:
