@@ -150,3 +150,15 @@ def test_fast_path_values_are_numpy_backed_columns():
         metrics_request(gauge("g", point(1.5), point(2.5, a="x"))).SerializeToString(), CardinalityLimiter(10)
     )
     assert np.array_equal(fast.batch.points["value"].to_numpy(), [1.5, 2.5])
+
+
+def test_one_series_named_with_attributes_in_two_orders_is_one_series():
+    # Different attribute bytes (two series keys) with the same canonical attributes: one series,
+    # described once, both points on it, in both the at-once and the one-by-one row paths.
+    request = metrics_request(
+        gauge("g", point(1.0, a="1", b="2"), point(2.0, b="2", a="1"), point(3.0, c="x"))
+    )
+    assert_same(request)
+    reference, fast = both(request)
+    assert fast.batch.series.num_rows == 2
+    assert len(set(fast.batch.points.column("series_id").to_pylist())) == 2

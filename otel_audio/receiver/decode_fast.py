@@ -131,9 +131,14 @@ def _numbers(b: Any, scan: fastscan.NumberScan, buf: bytes, contexts: list[Any],
         return
     keys, first, inverse = np.unique(scan.series_key[index], return_index=True, return_inverse=True)
     rows_of_key = np.empty(keys.size, dtype=np.intp)
-    for position in np.argsort(first, kind="stable").tolist():  # series described in request order
-        point = int(index[first[position]])
-        rows_of_key[position] = _row(b, contexts[int(metric[point])], scan, buf, point, int(keys[position]))
+    in_order = np.argsort(first, kind="stable")  # series are described in request order
+    if b.series_sid:  # histograms came first and own rows already: one series at a time
+        for position in in_order.tolist():
+            point = int(index[first[position]])
+            ctx = contexts[int(metric[point])]
+            rows_of_key[position] = _row(b, ctx, scan, buf, point, int(keys[position]))
+    else:
+        rows_of_key[in_order] = _rows_at_once(b, contexts, scan, buf, index[first[in_order]], keys[in_order])
     rows = rows_of_key[inverse.reshape(-1)]
     flags = scan.flags[index]
     value = scan.value[index].astype(np.float64)
@@ -150,6 +155,38 @@ def _numbers(b: Any, scan: fastscan.NumberScan, buf: bytes, contexts: list[Any],
         start = int(scan.point_offset[point])
         parsed = NumberDataPoint.FromString(buf[start : start + int(scan.point_length[point])])
         b.add_exemplars(int(rows[j]), parsed.exemplars)
+
+
+def _rows_at_once(
+    b: Any, contexts: list[Any], scan: fastscan.NumberScan, buf: bytes, points: np.ndarray, keys: np.ndarray
+) -> np.ndarray:
+    """Builder rows of the series with ``keys`` (first points ``points``, in request order).
+
+    The builder has no series yet, so rows are given out here in one go: a dictionary lookup
+    per series key and numpy for the rest, instead of a call per series (a request of 8,000
+    points over 1,000 series spent most of its decode time in those calls).
+    """
+    hits = [_series_by_key.get(key) for key in keys.tolist()]
+    metric = scan.metric[points].astype(np.intp)
+    for j in [j for j, hit in enumerate(hits) if hit is None]:  # first sight of a series
+        ctx, point = contexts[int(metric[j])], int(points[j])
+        start, length = int(scan.attr_offset[point]), int(scan.attr_length[point])
+        attributes = NumberDataPoint.FromString(buf[start : start + length]).attributes if length else ()
+        attrs = cached_attributes_json(attributes) if length else "{}"
+        hits[j] = (series_id(ctx.metric, ctx.resource, ctx.scope, attrs), attrs)
+        store_bounded(_series_by_key, int(keys[j]), hits[j])
+    sids = np.fromiter((hit[0] for hit in hits), dtype=np.uint64, count=len(hits))
+    # Two keys can name one series (the same attributes in another order): first one wins.
+    unique, first, inverse = np.unique(sids, return_index=True, return_inverse=True)
+    firsts = np.sort(first)
+    row_of_unique = np.empty(unique.size, dtype=np.intp)
+    row_of_unique[np.argsort(first, kind="stable")] = np.arange(unique.size)
+    context_of_metric = np.array([-1 if c is None else c.index for c in contexts], dtype=np.intp)
+    b.series_sid = sids[firsts].tolist()
+    b.series_context = context_of_metric[metric[firsts]].tolist()
+    b.series_attrs = [hits[j][1] for j in firsts.tolist()]
+    b.row_of = dict(zip(b.series_sid, range(len(b.series_sid)), strict=True))
+    return row_of_unique[inverse.reshape(-1)]
 
 
 def _row(b: Any, ctx: Any, scan: fastscan.NumberScan, buf: bytes, point: int, key: int) -> int:
