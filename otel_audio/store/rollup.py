@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 
 from otel_audio.processors.base import POINTS_SCHEMA, SERIES_SCHEMA, MetricType, Temporality
 from otel_audio.store import histograms as hist
+from otel_audio.store import rollup_hist as rh
 
 MINUTE_NS = 60 * 10**9
 HOUR_NS = 3600 * 10**9
@@ -209,8 +210,10 @@ class _Rows:
     window_ns: np.ndarray
     floats: dict[str, np.ndarray]  # NaN for null
     ints: dict[str, np.ndarray]
-    bounds: list[tuple[float, ...] | None]  # explicit histograms
-    bucket_counts: list[np.ndarray | None]  # None: bounds known but counts unusable
+    has_bounds: np.ndarray  # explicit histograms
+    bounds: rh.Lists
+    has_counts: np.ndarray  # False: bounds known but counts unusable
+    bucket_counts: rh.Lists
     mixed: np.ndarray
     is_exp: np.ndarray
     exp: tuple[np.ndarray, ...]  # (owner row, scale, category, index, count)
@@ -226,8 +229,10 @@ class _Rows:
             self.window_ns[idx],
             {k: a[idx] for k, a in self.floats.items()},
             {k: a[idx] for k, a in self.ints.items()},
-            [self.bounds[i] for i in idx],
-            [self.bucket_counts[i] for i in idx],
+            self.has_bounds[idx],
+            self.bounds.take(idx),
+            self.has_counts[idx],
+            self.bucket_counts.take(idx),
             self.mixed[idx],
             self.is_exp[idx],
             (new_pos[owner[keep]], scale[keep], cat[keep], index[keep], count[keep]),
@@ -263,19 +268,10 @@ def _merge(rows: _Rows, window_ns: int, origin_ns: int) -> _Rows:
         "last_time_ns": i["last_time_ns"][last],
         "last_start_time_ns": i["last_start_time_ns"][last],
     }
-    bounds: list[tuple[float, ...] | None] = [None] * n
-    counts: list[np.ndarray | None] = [None] * n
-    mixed = np.zeros(n, bool)
-    has_bounds = np.array([b is not None for b in rows.bounds], bool)
-    for g in np.unique(gid[has_bounds]):
-        # members in last_time order: the newest member's bounds are the row's bounds
-        members = [m for m in order[starts[g] : last[g] + 1] if rows.bounds[m] is not None]
-        newest = rows.bounds[members[-1]]
-        same = [m for m in members if rows.bounds[m] == newest]
-        usable = [rows.bucket_counts[m] for m in same if rows.bucket_counts[m] is not None]
-        bounds[g] = newest
-        counts[g] = np.sum(usable, axis=0, dtype=np.int64) if usable else None
-        mixed[g] = len(same) < len(members) or bool(rows.mixed[members].any())
+    # members in last_time order: the newest member's bounds are the row's bounds
+    has_bounds, bounds, has_counts, counts, mixed = rh.merge_explicit(
+        order, starts, rows.has_bounds, rows.bounds, rows.has_counts, rows.bucket_counts, rows.mixed
+    )
     owner, scale, cat, index, count = rows.exp
     group_scale, group, cat, index, count = hist.grouped_merge_exponential(
         gid[owner], scale, cat, index, count, n
@@ -286,7 +282,9 @@ def _merge(rows: _Rows, window_ns: int, origin_ns: int) -> _Rows:
         np.full(n, window_ns, np.int64),
         floats,
         ints,
+        has_bounds,
         bounds,
+        has_counts,
         counts,
         mixed,
         np.logical_or.reduceat(rows.is_exp[order], starts),
@@ -315,121 +313,23 @@ def _point_rows(pts, sid, t, kind, delta, monotonic, v, has_prev) -> _Rows:
         "hist_max": np.where(kind >= _HIST, _f(pts, "max"), np.nan),
     }
     ints = {"count": np.ones(n, np.int64), "first_time_ns": t, "last_time_ns": t, "last_start_time_ns": st}
-    bounds, counts = _explicit_increments(pts, kind == _HIST, diff)
-    exp = _exponential_increments(pts, kind == _EXP, diff)
+    has_bounds, bounds, has_counts, counts = rh.explicit_increments(pts, kind == _HIST, diff)
+    exp = rh.exponential_increments(pts, kind == _EXP, diff)
     unset = np.zeros(n, np.int64)  # windows are assigned by the caller
-    return _Rows(sid, unset, unset, floats, ints, bounds, counts, np.zeros(n, bool), kind == _EXP, exp)
-
-
-def _explicit_increments(pts: pa.Table, mask: np.ndarray, diff: np.ndarray):
-    """Per point: its bounds and bucket increments (``None`` counts when their length is wrong)."""
-    n = mask.size
-    bounds: list[tuple[float, ...] | None] = [None] * n
-    counts: list[np.ndarray | None] = [None] * n
-    rows = np.flatnonzero(mask)
-    if rows.size == 0:
-        return bounds, counts
-    all_bounds = pts.column("bounds").take(rows).to_pylist()
-    all_counts = pts.column("bucket_counts").take(rows).to_pylist()
-    for r, b, m in zip(rows, all_bounds, all_counts, strict=True):
-        bounds[r] = tuple(b or ())
-        if m is not None and len(m) == len(bounds[r]) + 1:
-            counts[r] = np.asarray(m, dtype=np.int64)
-    cumulative = list(counts)
-    for r in rows:
-        m, prev = cumulative[r], cumulative[r - 1]
-        # as the query engine: also a reset when the bounds change or any bucket count goes down
-        if (
-            m is not None
-            and diff[r]
-            and bounds[r - 1] == bounds[r]
-            and prev is not None
-            and (m >= prev).all()
-        ):
-            counts[r] = m - prev
-    return bounds, counts
-
-
-def _exponential_increments(pts: pa.Table, mask: np.ndarray, diff: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Sparse (owner, scale, category, index, count) entries of every point's increment.
-
-    A diffed point's increment is ``own - previous`` with both at the smaller of their scales; if the
-    zero count or any bucket went down it is the point's own histogram instead (a reset).
-    """
-    rows = np.flatnonzero(mask)
-    parts: list[tuple[np.ndarray, ...]] = []
-    needed = np.unique(np.r_[rows, rows[diff[rows]] - 1]).astype(np.int64)
-    h = dict(zip(needed.tolist(), _exp_points(pts, needed), strict=True))
-    for r in rows.tolist():
-        cur = h[r]
-        entries = _exp_difference(cur, h[r - 1]) if diff[r] else None
-        if entries is None:
-            entries = _exp_entries(cur[1], cur[0])
-        scale, cat, index, count = entries
-        parts.append((np.full(count.size, r), scale, cat, index, count))
-    if not parts:
-        return tuple(np.zeros(0, np.int64) for _ in range(5))
-    return tuple(np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True))
-
-
-def _exp_points(pts: pa.Table, rows: np.ndarray) -> list[tuple[int, dict[int, tuple[int, np.ndarray]]]]:
-    """(scale, {category: (offset, dense counts)}) of each point in ``rows``; ZERO holds [zero_count]."""
-    names = (
-        "exp_scale",
-        "exp_zero_count",
-        "exp_positive_offset",
-        "exp_positive_counts",
-        "exp_negative_offset",
-        "exp_negative_counts",
+    return _Rows(
+        sid,
+        unset,
+        unset,
+        floats,
+        ints,
+        has_bounds,
+        bounds,
+        has_counts,
+        counts,
+        np.zeros(n, bool),
+        kind == _EXP,
+        exp,
     )
-    cols = {name: pts.column(name).take(rows).to_pylist() for name in names}
-    out = []
-    for k in range(rows.size):
-        buckets = {hist.ZERO: (0, np.array([cols["exp_zero_count"][k] or 0], np.int64))}
-        for cat, side in ((hist.POSITIVE, "positive"), (hist.NEGATIVE, "negative")):
-            counts = np.asarray(cols[f"exp_{side}_counts"][k] or [], np.int64)
-            buckets[cat] = (cols[f"exp_{side}_offset"][k] or 0, counts)
-        out.append((cols["exp_scale"][k] or 0, buckets))
-    return out
-
-
-def _exp_entries(buckets, scale: int, to_scale: int | None = None) -> tuple[np.ndarray, ...]:
-    to_scale = scale if to_scale is None else to_scale
-    scales, cats, idxs, cnts = [], [], [], []
-    for cat, (offset, counts) in buckets.items():
-        idx = np.zeros(counts.size, np.int64) if cat == hist.ZERO else offset + np.arange(counts.size)
-        idxs.append(idx >> (scale - to_scale))
-        cats.append(np.full(counts.size, cat))
-        cnts.append(counts)
-        scales.append(np.full(counts.size, to_scale))
-    return tuple(np.concatenate(a).astype(np.int64) for a in (scales, cats, idxs, cnts))
-
-
-def _exp_difference(cur, prev) -> tuple[np.ndarray, ...] | None:
-    """Entries of ``cur - prev`` at the smaller scale, or ``None`` when some bucket went down."""
-    scale = min(cur[0], prev[0])
-    parts = []
-    for cat, (c_off, c_cnt) in cur[1].items():
-        p_off, p_cnt = prev[1][cat]
-        if cat == hist.ZERO:
-            lo, diff = 0, c_cnt - p_cnt
-        else:
-            c_idx = (c_off + np.arange(c_cnt.size)) >> (cur[0] - scale)
-            p_idx = (p_off + np.arange(p_cnt.size)) >> (prev[0] - scale)
-            ends = [i[[0, -1]] for i in (c_idx, p_idx) if i.size]
-            if not ends:
-                continue
-            lo, hi = min(e[0] for e in ends), max(e[1] for e in ends)
-            width = int(hi - lo + 1)
-            diff = np.bincount(c_idx - lo, weights=c_cnt, minlength=width) - np.bincount(
-                p_idx - lo, weights=p_cnt, minlength=width
-            )
-            diff = np.rint(diff).astype(np.int64)
-        if (diff < 0).any():
-            return None
-        nz = np.flatnonzero(diff)
-        parts.append((np.full(nz.size, scale), np.full(nz.size, cat), lo + nz, diff[nz]))
-    return tuple(np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True))
 
 
 # -- table conversions -----------------------------------------------------------------------------
@@ -437,96 +337,51 @@ def _exp_difference(cur, prev) -> tuple[np.ndarray, ...] | None:
 
 def _to_table(rows: _Rows) -> pa.Table:
     n = rows.sid.size
-    owner, scale, cat, index, count = rows.exp
-    exp_scale = np.zeros(n, np.int64)
-    exp_scale[owner] = scale
-    zero = np.bincount(owner[cat == hist.ZERO], weights=count[cat == hist.ZERO], minlength=n)
-    dense = {}
-    for c in (hist.POSITIVE, hist.NEGATIVE):
-        sel = np.flatnonzero(cat == c)
-        sel = sel[np.argsort(owner[sel], kind="stable")]
-        o, idx, cnt = owner[sel], index[sel], count[sel]
-        offsets = np.zeros(n, np.int64)
-        lists: list[list[int] | None] = [[] if e else None for e in rows.is_exp]
-        if o.size:
-            seg = np.flatnonzero(np.r_[True, o[1:] != o[:-1]])
-            for a, b in zip(seg.tolist(), np.r_[seg[1:], o.size].tolist(), strict=True):
-                lo = int(idx[a:b].min())
-                offsets[o[a]] = lo
-                lists[o[a]] = np.bincount(idx[a:b] - lo, weights=cnt[a:b]).astype(np.int64).tolist()
-        dense[c] = (offsets, lists)
     is_exp = rows.is_exp
+    exp_scale, zero, sides = rh.dense_exponential(n, is_exp, rows.exp)
 
     def opt(values: np.ndarray, mask: np.ndarray, typ: pa.DataType) -> pa.Array:
         return pa.array(values, mask=~mask, type=typ)
 
+    counts_type = pa.list_(pa.uint64())
     columns = {
         "series_id": pa.array(rows.sid, pa.uint64()),
         "window_start_ns": pa.array(rows.window_start, pa.int64()),
         "window_ns": pa.array(rows.window_ns, pa.int64()),
         **{k: pa.array(rows.ints[k], pa.int64()) for k in _INTS},
         **{k: pa.array(a, pa.float64(), from_pandas=True) for k, a in rows.floats.items()},
-        "bounds": pa.array([list(b) if b is not None else None for b in rows.bounds], pa.list_(pa.float64())),
-        "bucket_counts": pa.array(
-            [c.tolist() if c is not None else None for c in rows.bucket_counts], pa.list_(pa.uint64())
-        ),
-        "mixed_bounds": opt(rows.mixed, np.array([b is not None for b in rows.bounds], bool), pa.bool_()),
+        "bounds": rows.bounds.to_arrow(rows.has_bounds, pa.list_(pa.float64())),
+        "bucket_counts": rows.bucket_counts.to_arrow(rows.has_counts, counts_type),
+        "mixed_bounds": opt(rows.mixed, rows.has_bounds, pa.bool_()),
         "exp_scale": opt(exp_scale, is_exp, pa.int32()),
-        "exp_zero_count": opt(zero.astype(np.uint64), is_exp, pa.uint64()),
-        "exp_positive_offset": opt(dense[hist.POSITIVE][0], is_exp, pa.int32()),
-        "exp_positive_counts": pa.array(dense[hist.POSITIVE][1], pa.list_(pa.uint64())),
-        "exp_negative_offset": opt(dense[hist.NEGATIVE][0], is_exp, pa.int32()),
-        "exp_negative_counts": pa.array(dense[hist.NEGATIVE][1], pa.list_(pa.uint64())),
+        "exp_zero_count": opt(zero, is_exp, pa.uint64()),
     }
+    for cat, side in ((hist.POSITIVE, "positive"), (hist.NEGATIVE, "negative")):
+        offsets, lists, valid = sides[cat]
+        columns[f"exp_{side}_offset"] = opt(offsets, is_exp, pa.int32())
+        columns[f"exp_{side}_counts"] = lists.to_arrow(valid, counts_type)
     return pa.table({name: columns[name] for name in ROLLUP_SCHEMA.names}, schema=ROLLUP_SCHEMA)
 
 
 def _from_table(table: pa.Table) -> _Rows:
     table = table.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
-    n = table.num_rows
-    bounds_col = table.column("bounds")
-    has_bounds = pc.is_valid(bounds_col).to_numpy(zero_copy_only=False)
-    bounds: list[tuple[float, ...] | None] = [None] * n
-    counts: list[np.ndarray | None] = [None] * n
-    rows = np.flatnonzero(has_bounds)
-    for r, b, c in zip(
-        rows,
-        bounds_col.take(rows).to_pylist(),
-        table.column("bucket_counts").take(rows).to_pylist(),
-        strict=True,
-    ):
-        bounds[r] = tuple(b)
-        counts[r] = np.asarray(c, np.int64) if c is not None else None
+    has_bounds = pc.is_valid(table.column("bounds")).to_numpy(zero_copy_only=False)
+    counts_col = table.column("bucket_counts")
+    has_counts = has_bounds & pc.is_valid(counts_col).to_numpy(zero_copy_only=False)
     is_exp = pc.is_valid(table.column("exp_scale")).to_numpy(zero_copy_only=False)
-    scale = _i(table, "exp_scale")
-    zero_rows = np.flatnonzero(is_exp)
-    parts = [
-        (
-            zero_rows,
-            np.full(zero_rows.size, hist.ZERO),
-            np.zeros(zero_rows.size, np.int64),
-            _i(table, "exp_zero_count")[zero_rows],
-        )
-    ]
-    for cat, side in ((hist.POSITIVE, "positive"), (hist.NEGATIVE, "negative")):
-        column = table.column(f"exp_{side}_counts")
-        lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
-        flat = pc.list_flatten(column).to_numpy().astype(np.int64)
-        owner = np.repeat(np.arange(n), lengths)
-        within = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        parts.append((owner, np.full(flat.size, cat), _i(table, f"exp_{side}_offset")[owner] + within, flat))
-    owner, cat, index, count = (np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True))
     return _Rows(
         table.column("series_id").to_numpy().astype(np.uint64),
         _i(table, "window_start_ns"),
         _i(table, "window_ns"),
         {k: _f(table, k) for k in _FLOATS},
         {k: _i(table, k) for k in _INTS},
-        bounds,
-        counts,
+        has_bounds,
+        rh.Lists.of_column(table.column("bounds"), has_bounds, np.float64),
+        has_counts,
+        rh.Lists.of_column(counts_col, has_counts, np.int64),
         pc.fill_null(table.column("mixed_bounds"), False).to_numpy(zero_copy_only=False),
         is_exp,
-        (owner, scale[owner], cat, index, count),
+        rh.exponential_entries_of_table(table, is_exp),
     )
 
 
