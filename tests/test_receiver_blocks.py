@@ -76,3 +76,23 @@ def test_series_budgets_survive_a_restart_through_the_blocks(start_receiver, tmp
     second = start_receiver(data_dir=data, **settings)
     again = grpc_export_metrics(second.grpc_port, metrics_request("s", [gauge("per_file", points)]))
     assert again.partial_success.rejected_data_points == 1  # f0 and f1 still hold the budget
+
+
+def test_a_full_head_refuses_with_retry_info_instead_of_growing(start_receiver):
+    import grpc
+    import pytest
+
+    receiver = start_receiver(
+        storage__blocks__head_max_bytes=1024 * 1024,
+        tick_interval_s=3600,  # no flush catches up during the test
+    )
+    points = [(NOW - i * SECOND, float(i), {"file": f"f{i % 50}"}) for i in range(120_000)]
+    grpc_export_metrics(receiver.grpc_port, metrics_request("enh", [gauge("big", points)]))
+    assert receiver.store.pressure() is not None
+    with pytest.raises(grpc.RpcError) as refused:
+        grpc_export_metrics(receiver.grpc_port, metrics_request("enh", [gauge("big", points[:10])]))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "while blocks are written" in refused.value.details()
+    receiver.store.flush()  # what the ticker would do
+    assert receiver.store.pressure() is None
+    grpc_export_metrics(receiver.grpc_port, metrics_request("enh", [gauge("big", points[:10])]))

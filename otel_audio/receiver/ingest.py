@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -83,6 +84,8 @@ class Ingestor:
         metrics: self-monitoring counters.
         max_inflight_bytes: bytes of requests being ingested at once before refusing more.
         retry_after_s: the delay suggested to senders that are refused.
+        pressure: says why the receiver cannot take more right now (the store's memory is
+            full while a flush catches up), or None; checked before each request.
     """
 
     def __init__(
@@ -93,8 +96,10 @@ class Ingestor:
         metrics: SelfMetrics,
         max_inflight_bytes: int,
         retry_after_s: int,
+        pressure: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._wal = wal
+        self._pressure = pressure
         self._chain = chain
         self._limiter = limiter
         self._metrics = metrics
@@ -170,6 +175,10 @@ class Ingestor:
         self._metrics.requests.labels(signal.value, transport, outcome).inc()
 
     def _admit(self, signal: Signal, size: int, transport: str) -> None:
+        reason = self._pressure()
+        if reason is not None:
+            self._refused(signal, transport, "overloaded", 0)
+            raise Overloaded(reason, self._retry_after_s)
         with self._lock:
             if self._inflight and self._inflight + size > self._max_inflight:
                 self._refused(signal, transport, "overloaded", 0)

@@ -154,6 +154,7 @@ class Receiver:
             self.metrics,
             config.limits.max_inflight_bytes,
             config.limits.retry_after_s,
+            pressure=self.store.pressure,
         )
         since = time.time_ns() - config.limits.series_idle_s * 10**9
         self.ingestor.restore_series(self.store.recent_series(since))

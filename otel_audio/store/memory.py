@@ -77,6 +77,11 @@ class Snapshot:
 class _Part:
     table: pa.Table
     max_time: int  # newest time in the part, for retention (0 for series)
+    size: int = 0  # Arrow buffer bytes (shared buffers once)
+
+    @classmethod
+    def of(cls, table: pa.Table, max_time: int) -> _Part:
+        return cls(table, max_time, table.get_total_buffer_size())
 
 
 class MemoryStore:
@@ -97,6 +102,7 @@ class MemoryStore:
         self._uncombined: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
         self._cache: dict[str, pa.Table] = {}
         self._generation: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
+        self._sizes: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
         self._series_ids: set[int] = set()
 
     # -- writer side ---------------------------------------------------------------------------
@@ -151,7 +157,7 @@ class MemoryStore:
     def nbytes(self) -> int:
         """Bytes of Arrow memory held, series dictionary included (shared buffers counted once)."""
         with self._lock:
-            return sum(p.table.get_total_buffer_size() for parts in self._parts.values() for p in parts)
+            return sum(self._sizes.values())
 
     def series_count(self) -> int:
         """Number of distinct series in the dictionary."""
@@ -176,7 +182,7 @@ class MemoryStore:
         max_time = (pc.max(table.column(column)).as_py() or 0) if column else 0
         parts = self._parts[kind]
         with self._lock:
-            self._swap(kind, [*parts, _Part(table, max_time)])
+            self._swap(kind, [*parts, _Part.of(table, max_time)])
             self._uncombined[kind] += 1
         if self._uncombined[kind] >= _COMBINE_EVERY:
             self._combine_tail(kind)
@@ -188,12 +194,14 @@ class MemoryStore:
         tail = parts[-n:]
         combined = _combined(pa.concat_tables([p.table for p in tail]))
         with self._lock:
-            self._parts[kind] = [*parts[:-n], _Part(combined, max(p.max_time for p in tail))]
+            self._parts[kind] = [*parts[:-n], _Part.of(combined, max(p.max_time for p in tail))]
+            self._sizes[kind] = sum(p.size for p in self._parts[kind])
             self._uncombined[kind] = 0
 
     def _swap(self, kind: str, parts: list[_Part]) -> None:
         # Caller holds the lock.
         self._parts[kind] = parts
+        self._sizes[kind] = sum(p.size for p in parts)
         self._generation[kind] += 1
         self._cache.pop(kind, None)
 

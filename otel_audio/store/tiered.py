@@ -60,6 +60,7 @@ class _Cut:
     lsn: int  # last WAL record in the cut
     rows: Snapshot
     new_series: pa.Table
+    bytes: int  # Arrow buffers held until the flush is committed
 
 
 class TieredStore:
@@ -185,7 +186,11 @@ class TieredStore:
             rows = self._head.detach()
             new_series = rows.series.slice(self._series_flushed)
             self._series_flushed = rows.series.num_rows
-            self._frozen.append(_Cut(self._seq, self._lsn, rows, new_series))
+            size = sum(
+                getattr(rows, kind).get_total_buffer_size()
+                for kind in ("points", "exemplars", "spans", "logs")
+            )
+            self._frozen.append(_Cut(self._seq, self._lsn, rows, new_series, size))
 
     # -- background work -----------------------------------------------------------------------
 
@@ -259,6 +264,20 @@ class TieredStore:
     def snapshot(self) -> Snapshot:
         """The head's rows (including those being flushed); blocks are read through ``view``."""
         return self.view().head
+
+    def pressure(self) -> str | None:
+        """Why the store cannot take more now, or None: the head and the rows still being
+        flushed hold over twice ``head_max_bytes`` (a flush is behind ingest); memory stays
+        bounded and senders are told to retry, as OTLP exporters do."""
+        with self._lock:
+            frozen = sum(cut.bytes for cut in self._frozen)
+        held = frozen + self._head.nbytes()
+        if held > 2 * self._head_max_bytes:
+            return (
+                f"the store holds {held} bytes in memory while blocks are written "
+                f"(limit {2 * self._head_max_bytes}); retry shortly"
+            )
+        return None
 
     def recent_series(self, since_ns: int) -> pa.Table:
         """Series rows with a point at or after ``since_ns`` (head or raw blocks).
