@@ -18,10 +18,29 @@ Each query spans the whole day at a 60 s step, grouped by ``stage`` (1,440 bucke
 The queries are interleaved over ``--repeats`` rounds after one warm-up round; ``*_p50_ms`` and
 ``*_p95_ms`` are over the rounds.
 
+``--store`` picks what is queried; one store per run, so the default's keys and numbers stay as
+they were:
+
+- ``memory`` (default): the store above, queries at a 60 s step; keys ``<query>_p50_ms`` and
+  ``<query>_p95_ms``.
+- ``blocks``: a :class:`~otel_audio.store.tiered.TieredStore` in a temporary directory under
+  ``--dir``. The same points arrive time-major (every metric's batch of one ``--batch-minutes``
+  window, then the next window), as ingest sees them, and the store is flushed whenever
+  ``--flush-minutes`` (120, the receiver's default flush interval) of data time have passed since
+  the last flush: day-partitioned raw blocks and 1-minute and 1-hour rollup files, as in
+  production. The last flush interval stays in the head (no final flush), so queries read head
+  and blocks together. The data ends on a whole hour; the engine's clock is that end. Each query
+  runs at three steps, which pick three tiers: ``--raw-step`` (15 s, raw blocks and the head),
+  60 s (1-minute rollups for the buckets before the head's oldest point, raw points after) and
+  1 h (1-hour rollups, likewise). Keys ``<query>_<step>_p50_ms`` / ``_p95_ms`` with step
+  ``15s``, ``1m``, ``1h``; ``tiers`` names the tier each step reads, ``groups`` the groups each
+  query answered, ``max_p95_ms`` the slowest p95.
+
 Usage::
 
     python benchmarks/query.py [--hours 24] [--interval 15] [--series 100] [--repeats 15]
-                               [--batch-minutes 60]
+                               [--batch-minutes 60] [--store memory|blocks] [--dir PATH]
+                               [--flush-minutes 120] [--raw-step 15]
 
 Prints one JSON line.
 """
@@ -31,9 +50,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -50,8 +72,12 @@ from otel_audio.processors.base import (
 )
 from otel_audio.store.memory import MemoryStore
 from otel_audio.store.query import Matcher, QueryEngine, RangeQuery
+from otel_audio.store.tiered import TieredStore
+from otel_audio.store.tiers import TIERS, choose_tier
 
 SECOND = 10**9
+MINUTE = 60 * SECOND
+HOUR = 3600 * SECOND
 BOUNDS = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0]
 BUCKET_RATES = [1.0, 2.0, 4.0, 6.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.2, 0.1]  # new samples per bucket per point
 METRICS = {  # name -> (type, temporality, monotonic)
@@ -130,30 +156,83 @@ def points_table(
     return pa.Table.from_arrays(arrays, schema=POINTS_SCHEMA)
 
 
-def load(
-    store: MemoryStore, hours: float, interval_s: int, n_series: int, batch_minutes: int, end_ns: int
-) -> int:
-    """Fill ``store`` with ``hours`` of every metric up to ``end_ns``, batch by batch; returns points."""
+def batches(
+    hours: float, interval_s: int, n_series: int, batch_minutes: int, end_ns: int, *, by_time: bool = False
+) -> Iterator[tuple[int, MetricBatch]]:
+    """``(first point's time, batch)`` for ``hours`` of every metric up to ``end_ns``.
+
+    Metric by metric (each over the whole range), or with ``by_time`` window by window (every
+    metric's batch of one window, then the next window). The values are the same either way.
+    """
     rng = np.random.default_rng(7)
     start = end_ns - int(hours * 3600) * SECOND
     times = np.arange(start, end_ns, interval_s * SECOND, dtype=np.int64)
     per_batch = max(1, batch_minutes * 60 // interval_s)
+    windows = range(0, times.size, per_batch)
+    # Columns are drawn metric by metric, in this order, in both layouts.
+    tables = {metric: series_table(metric, n_series) for metric in METRICS}
+    sids = {m: np.asarray(t.column("series_id").to_numpy(), dtype=np.uint64) for m, t in tables.items()}
+    days: dict[str, dict[str, np.ndarray]] = {}
+
+    def batch(metric: str, first: int) -> MetricBatch:
+        if metric not in days:
+            days[metric] = day_columns(metric, n_series, times.size, rng)
+        points = points_table(
+            metric, sids[metric], times, days[metric], slice(first, first + per_batch), start
+        )
+        # Each batch names its series, as a decoded request does; the store keeps the first.
+        return MetricBatch(points, tables[metric], EXEMPLARS_SCHEMA.empty_table())
+
+    if by_time:
+        for metric in METRICS:
+            days[metric] = day_columns(metric, n_series, times.size, rng)
+        for first in windows:
+            for metric in METRICS:
+                yield int(times[first]), batch(metric, first)
+    else:
+        for metric in METRICS:
+            for first in windows:
+                yield int(times[first]), batch(metric, first)
+            del days[metric]
+
+
+def load(
+    store: MemoryStore, hours: float, interval_s: int, n_series: int, batch_minutes: int, end_ns: int
+) -> int:
+    """Fill ``store`` with ``hours`` of every metric up to ``end_ns``, batch by batch; returns points."""
     total = 0
-    for metric in METRICS:
-        series = series_table(metric, n_series)
-        sids = np.asarray(series.column("series_id").to_numpy(), dtype=np.uint64)
-        day = day_columns(metric, n_series, times.size, rng)
-        for first in range(0, times.size, per_batch):
-            points = points_table(metric, sids, times, day, slice(first, first + per_batch), start)
-            # Each batch names its series, as a decoded request does; the store keeps the first.
-            store.process(MetricBatch(points, series, EXEMPLARS_SCHEMA.empty_table()))
-            total += points.num_rows
+    for _, b in batches(hours, interval_s, n_series, batch_minutes, end_ns):
+        store.process(b)
+        total += b.points.num_rows
     return total
 
 
-def queries(end_ns: int, hours: float) -> dict[str, RangeQuery]:
+def load_blocks(
+    store: TieredStore,
+    hours: float,
+    interval_s: int,
+    n_series: int,
+    batch_minutes: int,
+    end_ns: int,
+    flush_ns: int,
+) -> tuple[int, int]:
+    """Fill ``store`` time-major, flushing when ``flush_ns`` of data time passed; (points, flushes).
+
+    No flush follows the last batch: the head keeps the rows since the last flush.
+    """
+    total = flushes = 0
+    last_flush = end_ns - int(hours * 3600) * SECOND
+    for first_ns, b in batches(hours, interval_s, n_series, batch_minutes, end_ns, by_time=True):
+        if first_ns - last_flush >= flush_ns:
+            store.flush()
+            last_flush, flushes = first_ns, flushes + 1
+        store.process(b)
+        total += b.points.num_rows
+    return total, flushes
+
+
+def queries(end_ns: int, hours: float, step: int = MINUTE) -> dict[str, RangeQuery]:
     start = end_ns - int(hours * 3600) * SECOND
-    step = 60 * SECOND
     by_stage: dict[str, Any] = {"start_ns": start, "end_ns": end_ns, "step_ns": step, "group_by": ("stage",)}
     return {
         "gauge_avg": RangeQuery("bench.level", agg="avg", **by_stage),
@@ -171,6 +250,116 @@ def _timed(run: Callable[[], Any]) -> tuple[float, Any]:
     return (time.perf_counter() - began) * 1e3, result
 
 
+def time_queries(engine: QueryEngine, plan: dict[str, RangeQuery], repeats: int) -> dict[str, Any]:
+    """One warm-up round (each query must answer some group), then ``repeats`` interleaved rounds.
+
+    Returns ``{"groups": {name: groups answered}, name: [ms per round], ...}``.
+    """
+    groups = {name: len(engine.query_range(q)) for name, q in plan.items()}
+    if not all(groups.values()):
+        raise RuntimeError(f"a query returned no groups: {groups}")
+    timings: dict[str, Any] = {name: [] for name in plan}
+    for _ in range(repeats):
+        for name, q in plan.items():
+            timings[name].append(_timed(lambda q=q: engine.query_range(q))[0])
+    return {"groups": groups, **timings}
+
+
+def _percentiles(prefix: str, values: list[float]) -> dict[str, float]:
+    return {
+        f"{prefix}_p50_ms": round(float(np.percentile(values, 50)), 3),
+        f"{prefix}_p95_ms": round(float(np.percentile(values, 95)), 3),
+    }
+
+
+def _step_label(step_ns: int) -> str:
+    if step_ns % HOUR == 0:
+        return f"{step_ns // HOUR}h"
+    if step_ns % MINUTE == 0:
+        return f"{step_ns // MINUTE}m"
+    return f"{step_ns // SECOND}s"
+
+
+def run_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """The in-memory store, queries at a 60 s step."""
+    end = time.time_ns() // MINUTE * MINUTE
+    store = MemoryStore()
+    load_ms, points = _timed(
+        lambda: load(store, args.hours, args.interval, args.series, args.batch_minutes, end)
+    )
+    plan = queries(end, args.hours)
+    timed = time_queries(QueryEngine(store), plan, args.repeats)
+    result: dict[str, Any] = {}
+    for name in plan:
+        result.update(_percentiles(name, timed[name]))
+    stats = store.stats()
+    result.update(
+        {
+            "groups": timed["groups"],
+            "buckets": int(args.hours * 60),
+            "points": points,
+            "series": args.series * len(METRICS),
+            "store_points_mb": round(stats["points"]["bytes"] / 1e6, 1),  # type: ignore[index]
+            "load_s": round(load_ms / 1e3, 2),
+        }
+    )
+    return result
+
+
+def run_blocks(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """A TieredStore under ``root``: head plus blocks, queries at a raw step, 1 m and 1 h."""
+    end = time.time_ns() // HOUR * HOUR
+    store = TieredStore(root, background=False)
+    flush_ns = args.flush_minutes * MINUTE
+    load_ms, (points, flushes) = _timed(
+        lambda: load_blocks(store, args.hours, args.interval, args.series, args.batch_minutes, end, flush_ns)
+    )
+    engine = QueryEngine(store, clock=lambda: end)
+    result: dict[str, Any] = {}
+    groups: dict[str, dict[str, int]] = {}
+    tiers: dict[str, str] = {}
+    buckets: dict[str, int] = {}
+    for step in (args.raw_step * SECOND, MINUTE, HOUR):
+        label = _step_label(step)
+        plan = queries(end, args.hours, step)
+        tiers[label] = _tier_read(next(iter(plan.values())), end, store)
+        buckets[label] = -(-int(args.hours * 3600) * SECOND // step)
+        timed = time_queries(engine, plan, args.repeats)
+        groups[label] = timed["groups"]
+        for name in plan:
+            result.update(_percentiles(f"{name}_{label}", timed[name]))
+    head = store.snapshot().points
+    stats = store.stats()
+    result.update(
+        {
+            "max_p95_ms": max(v for k, v in result.items() if k.endswith("_p95_ms")),
+            "tiers": tiers,
+            "groups": groups,
+            "buckets": buckets,
+            "points": points,
+            "series": args.series * len(METRICS),
+            "flushes": flushes,
+            "head_points": head.num_rows,
+            "head_hours": round((end - int(np.min(head.column("time_unix_nano")))) / HOUR, 2)
+            if head.num_rows
+            else 0.0,
+            "block_files": stats["blocks"]["files"],  # type: ignore[index]
+            "blocks_mb": round(stats["blocks"]["bytes"] / 1e6, 2),  # type: ignore[index]
+            "load_s": round(load_ms / 1e3, 2),
+            "flush_minutes": args.flush_minutes,
+        }
+    )
+    return result
+
+
+def _tier_read(q: RangeQuery, now_ns: int, store: TieredStore) -> str:
+    """The tier the engine reads for ``q`` (choose_tier, then the finest whose windows tile it)."""
+    tier = choose_tier(q.start_ns, q.end_ns, q.step_ns, now_ns, store.retention)
+    while tier.window_ns and (q.start_ns % tier.window_ns or q.step_ns % tier.window_ns):
+        tier = TIERS[TIERS.index(tier) - 1]
+    return tier.name
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--hours", type=float, default=24.0)
@@ -178,38 +367,30 @@ def main() -> int:
     parser.add_argument("--series", type=int, default=100, help="series per metric")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batch-minutes", type=int, default=60, help="time covered by one appended batch")
+    parser.add_argument("--store", choices=("memory", "blocks"), default="memory")
+    parser.add_argument("--dir", type=Path, default=None, help="blocks: where to write (default: a temp dir)")
+    parser.add_argument("--flush-minutes", type=int, default=120, help="blocks: data time between flushes")
+    parser.add_argument("--raw-step", type=int, default=15, help="blocks: seconds, the step that reads raw")
     args = parser.parse_args()
-    if min(args.hours, args.interval, args.series, args.repeats, args.batch_minutes) <= 0:
+    sizes = (args.hours, args.interval, args.series, args.repeats, args.batch_minutes)
+    if min(*sizes, args.flush_minutes, args.raw_step) <= 0:
         parser.error("every option must be positive")
+    if args.raw_step >= 60:
+        parser.error(
+            f"--raw-step must be under 60 s (a minute step reads 1-minute rollups), got {args.raw_step}"
+        )
 
-    end = time.time_ns() // (60 * SECOND) * (60 * SECOND)
-    store = MemoryStore()
-    load_ms, points = _timed(
-        lambda: load(store, args.hours, args.interval, args.series, args.batch_minutes, end)
-    )
-    engine = QueryEngine(store)
-    plan = queries(end, args.hours)
-    groups = {name: len(engine.query_range(q)) for name, q in plan.items()}  # warm-up, and a sanity check
-    if not all(groups.values()):
-        raise RuntimeError(f"a query returned no groups: {groups}")
-    timings: dict[str, list[float]] = {name: [] for name in plan}
-    for _ in range(args.repeats):
-        for name, q in plan.items():
-            timings[name].append(_timed(lambda q=q: engine.query_range(q))[0])
-
-    result: dict[str, Any] = {}
-    for name, values in timings.items():
-        result[f"{name}_p50_ms"] = round(float(np.percentile(values, 50)), 3)
-        result[f"{name}_p95_ms"] = round(float(np.percentile(values, 95)), 3)
-    stats = store.stats()
+    if args.store == "memory":
+        result = run_memory(args)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="otel-audio-query-", dir=args.dir))
+        try:
+            result = run_blocks(args, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     result.update(
         {
-            "groups": groups,
-            "buckets": int(args.hours * 60),
-            "points": points,
-            "series": args.series * len(METRICS),
-            "store_points_mb": round(stats["points"]["bytes"] / 1e6, 1),  # type: ignore[index]
-            "load_s": round(load_ms / 1e3, 2),
+            "store": args.store,
             "hours": args.hours,
             "interval_s": args.interval,
             "repeats": args.repeats,

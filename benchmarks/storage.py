@@ -10,6 +10,24 @@ directory. ``bytes_per_sample`` is the size of every file of every block (Parque
 meta.json) divided by the samples; ``read_s`` reads every block back in full and checks that
 every value is bit-exact.
 
+**Disk use per day at 10,000 points/s**, from measured sizes. The same points are rolled up as a
+flush does (``rollup(points, series, MINUTE_NS)``, then ``rollup_rollups(rows, HOUR_NS)``; the
+``requests_total`` series as a monotonic cumulative sum, the others as gauges) and written with
+``write_rollup_block`` one file per tier and UTC day, as a compacted day partition holds them;
+``rollup_1m_bytes_per_row`` and ``rollup_1h_bytes_per_row`` are every file's bytes over the rows
+(Parquet footers included, so small runs overstate them a little). Scaling assumes what
+10,000 points/s means at the data's own interval (10 s): 100,000 series, each with one raw
+sample per interval, one 1-minute row per minute (1,440 a day; an interval over a minute gives
+one row per point instead) and 24 one-hour rows a day. Per day of data, in GB (10^9 bytes):
+
+- ``raw_gb_per_day_at_10k``: ``bytes_per_sample`` x 10,000 x 86,400 (at ``--zstd-level``:
+  compacted day blocks are written at the default, 19);
+- ``rollup_1m_gb_per_day_at_10k``: ``rollup_1m_bytes_per_row`` x 100,000 x 1,440;
+- ``rollup_1h_gb_per_day_at_10k``: ``rollup_1h_bytes_per_row`` x 100,000 x 24;
+- ``total_gb_per_day_at_10k``: the three together, what one day of data costs across tiers;
+- ``steady_state_gb_at_10k``: what the default retention holds on disk, 7 days of raw, 30 of
+  1-minute and 90 of 1-hour rows (``RetentionConfig()``).
+
 Usage::
 
     python benchmarks/storage.py [--block-hours 24] [--series 100] [--points 20000] [--dir PATH]
@@ -47,6 +65,13 @@ from otel_audio.store.blocks import (
     read_metric_block,
     write_metric_block,
 )
+from otel_audio.store.retention import RetentionConfig
+from otel_audio.store.rollup import HOUR_NS, MINUTE_NS, rollup, rollup_rollups
+from otel_audio.store.rollup_blocks import write_rollup_block
+from otel_audio.store.tiers import DAY_NS
+
+POINTS_PER_S = 10_000  # the ingest rate the per-day figures are scaled to
+GB = 10**9
 
 # The standard set lives in ../shared/bench; benchmarks/synth_metrics.py is a verbatim copy (a test
 # keeps them equal where both exist) so a clone on its own can run this benchmark.
@@ -104,6 +129,63 @@ def build_tables(ts_ms: np.ndarray, out: list[tuple[str, int, np.ndarray]]) -> t
     return points, series
 
 
+def as_counters(series: pa.Table, counter_metric: str = "requests_total") -> pa.Table:
+    """The series table with ``counter_metric`` as a monotonic cumulative sum (the others unchanged)."""
+    rows = series.to_pylist()
+    for row in rows:
+        if row["metric"] == counter_metric:
+            row.update(type=MetricType.SUM.value, temporality=Temporality.CUMULATIVE.value, monotonic=True)
+    return pa.Table.from_pylist(rows, schema=SERIES_SCHEMA)
+
+
+def rollup_sizes(points: pa.Table, series: pa.Table, root: Path) -> dict[str, dict[str, int]]:
+    """Roll ``points`` up into 1-minute and 1-hour rows, write one file per tier and UTC day.
+
+    Returns ``{tier: {"rows": ..., "bytes": ..., "files": ...}}`` for ``1m`` and ``1h``.
+    """
+    minute, _ = rollup(points, series, MINUTE_NS)
+    hour = rollup_rollups(minute, HOUR_NS)
+    sizes = {}
+    for tier, rows in (("1m", minute), ("1h", hour)):
+        day = rows.column("window_start_ns").to_numpy() // DAY_NS
+        metas = [
+            write_rollup_block(root / f"{tier}-{d}.parquet", rows.filter(pa.array(day == d)), tier=tier)
+            for d in np.unique(day)
+        ]
+        sizes[tier] = {"rows": rows.num_rows, "bytes": sum(m.bytes for m in metas), "files": len(metas)}
+    return sizes
+
+
+def per_day_at_10k(
+    bytes_per_sample: float, bytes_per_row: dict[str, float], interval_s: float
+) -> dict[str, Any]:
+    """GB per day of each tier at 10,000 points/s, their total, and what the default retention holds.
+
+    Args:
+        bytes_per_row: measured rollup bytes per row, by tier (``1m``, ``1h``).
+        interval_s: seconds between a series' points: 10,000 points/s is 10,000 x interval series.
+    """
+    series = POINTS_PER_S * interval_s
+    rows_per_series_day = {"1m": DAY_NS / max(MINUTE_NS, interval_s * 1e9), "1h": DAY_NS / HOUR_NS}
+    gb = {
+        "raw": bytes_per_sample * POINTS_PER_S * (DAY_NS / 1e9) / GB,
+        **{tier: bytes_per_row[tier] * series * rows_per_series_day[tier] / GB for tier in ("1m", "1h")},
+    }
+    retention = RetentionConfig()
+    kept_days = {tier: retention[tier] / DAY_NS for tier in gb}
+    return {
+        "series_at_10k": round(series),
+        "rollup_1m_rows_per_day_at_10k": round(series * rows_per_series_day["1m"]),
+        "rollup_1h_rows_per_day_at_10k": round(series * rows_per_series_day["1h"]),
+        "raw_gb_per_day_at_10k": round(gb["raw"], 3),
+        "rollup_1m_gb_per_day_at_10k": round(gb["1m"], 3),
+        "rollup_1h_gb_per_day_at_10k": round(gb["1h"], 3),
+        "total_gb_per_day_at_10k": round(sum(gb.values()), 3),
+        "retention_days": {tier: round(days, 3) for tier, days in kept_days.items()},
+        "steady_state_gb_at_10k": round(sum(gb[tier] * kept_days[tier] for tier in gb), 1),
+    }
+
+
 def same_points(got: pa.Table, want: pa.Table) -> bool:
     """Same (series_id, time, value bits) rows, whatever the order."""
 
@@ -140,6 +222,14 @@ def run(block_hours: float, nser: int, npts: int, root: Path, level: int = ZSTD_
     exact = same_points(pa.concat_tables(decoded), points)
     files = sum(f.stat().st_size for meta in metas for f in meta.path.iterdir())
     samples = points.num_rows
+
+    began = time.perf_counter()
+    rollup_root = root / "rollups"
+    rollup_root.mkdir()
+    sizes = rollup_sizes(points, as_counters(series), rollup_root)
+    rollup_s = time.perf_counter() - began
+    per_row = {tier: size["bytes"] / size["rows"] for tier, size in sizes.items()}
+    interval_s = float(np.median(np.diff(ts_ms))) / 1e3 if len(ts_ms) > 1 else 10.0
     return {
         "bytes_per_sample": round(files / samples, 4),
         "entropy_bound_bytes_per_sample": round(bound, 4),
@@ -155,6 +245,16 @@ def run(block_hours: float, nser: int, npts: int, root: Path, level: int = ZSTD_
         "write_samples_per_s": round(samples / write_s),
         "read_samples_per_s": round(samples / read_s),
         "bit_exact": bool(exact),
+        "interval_s": interval_s,
+        "rollup_1m_rows": sizes["1m"]["rows"],
+        "rollup_1h_rows": sizes["1h"]["rows"],
+        "rollup_1m_bytes": sizes["1m"]["bytes"],
+        "rollup_1h_bytes": sizes["1h"]["bytes"],
+        "rollup_files": sizes["1m"]["files"] + sizes["1h"]["files"],
+        "rollup_1m_bytes_per_row": round(per_row["1m"], 3),
+        "rollup_1h_bytes_per_row": round(per_row["1h"], 3),
+        "rollup_s": round(rollup_s, 3),
+        **per_day_at_10k(files / samples, per_row, interval_s),
     }
 
 

@@ -92,6 +92,43 @@ def test_storage_benchmark_prints_bytes_per_sample_beside_the_entropy_bound():
     assert result["samples"] == 16_000
 
 
+def test_storage_benchmark_scales_measured_tier_sizes_to_a_day_at_10k_points_per_second():
+    result = one_json_line(run("storage.py", "--series", "8", "--points", "2000", "--block-hours", "24"))
+    per_day = ("raw", "rollup_1m", "rollup_1h")
+    for key in (*(f"{tier}_gb_per_day_at_10k" for tier in per_day), "rollup_1m_bytes_per_row"):
+        assert is_positive_finite(result[key]), key
+    # 2,000 points at 10 s: 333.3 minutes and 5.6 hours per series, each window with points a row
+    assert (result["rollup_1m_rows"], result["rollup_1h_rows"]) == (8 * 334, 8 * 6)
+    assert result["series_at_10k"] == 100_000  # 10,000 points/s at a 10 s interval
+    raw_gb = result["bytes_per_sample"] * 10_000 * 86_400 / 1e9
+    assert math.isclose(result["raw_gb_per_day_at_10k"], raw_gb, abs_tol=1e-3)
+    minute_gb = result["rollup_1m_bytes_per_row"] * 100_000 * 1_440 / 1e9
+    assert math.isclose(result["rollup_1m_gb_per_day_at_10k"], minute_gb, abs_tol=1e-3)
+    total = sum(result[f"{tier}_gb_per_day_at_10k"] for tier in per_day)
+    assert math.isclose(result["total_gb_per_day_at_10k"], total, abs_tol=3e-3)
+    held = sum(result[f"{t}_gb_per_day_at_10k"] * days for t, days in zip(per_day, (7, 30, 90), strict=True))
+    assert math.isclose(result["steady_state_gb_at_10k"], held, abs_tol=0.5)
+
+
+QUERIES = ("gauge_avg", "counter_rate", "histogram_p95", "gauge_avg_matcher")
+
+
+def test_query_benchmark_over_blocks_times_every_query_at_a_raw_a_minute_and_an_hour_step(tmp_path):
+    args = ("--store", "blocks", "--dir", str(tmp_path), "--hours", "5", "--series", "5", "--repeats", "2")
+    result = one_json_line(run("query.py", *args))
+
+    steps = ("15s", "1m", "1h")
+    assert result["tiers"] == {"15s": "raw", "1m": "1m", "1h": "1h"}
+    timings = {f"{q}_{s}_{p}_ms" for q in QUERIES for s in steps for p in ("p50", "p95")}
+    assert {key for key in timings if not is_positive_finite(result.get(key))} == set()
+    assert result["groups"] == {s: dict.fromkeys(QUERIES, 5) for s in steps}  # one group per stage
+    assert result["buckets"] == {"15s": 1200, "1m": 300, "1h": 5}
+    # flushed after 2 h and 4 h of data; the last hour is still in the head
+    assert (result["flushes"], result["head_hours"]) == (2, 1.0)
+    assert result["head_points"] > 0 and result["block_files"] > 0
+    assert list(tmp_path.iterdir()) == []  # the store's directory is removed afterwards
+
+
 def test_trace_lookup_benchmark_prints_pruned_and_full_scan_latencies():
     result = one_json_line(run("trace_lookup.py", "--traces", "2000", "--blocks", "3", "--lookups", "10"))
     for key in ("bytes_per_span", "pruned_p50_ms", "full_scan_p50_ms"):
