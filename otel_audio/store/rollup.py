@@ -162,9 +162,8 @@ def rollup(
     own = ~is_carry
     if not own.any():
         return ROLLUP_SCHEMA.empty_table(), next_carry
-    rows = points_rows.take(own)
-    rows.window_start = t[own]  # _merge puts each point in the window holding its time
-    return _to_table(_merge(rows, window_ns, 0)), next_carry
+    points_rows.window_start = t  # _merge puts each point in the window holding its time
+    return _to_table(_merge(points_rows, window_ns, 0, own)), next_carry
 
 
 def merge_rollups(rollups: pa.Table, window_ns: int, origin_ns: int = 0) -> pa.Table:
@@ -218,36 +217,18 @@ class _Rows:
     is_exp: np.ndarray
     exp: tuple[np.ndarray, ...]  # (owner row, scale, category, index, count)
 
-    def take(self, mask: np.ndarray) -> _Rows:
-        idx = np.flatnonzero(mask)
-        new_pos = np.cumsum(mask) - 1
-        owner, scale, cat, index, count = self.exp
-        keep = mask[owner]
-        return _Rows(
-            self.sid[idx],
-            self.window_start[idx],
-            self.window_ns[idx],
-            {k: a[idx] for k, a in self.floats.items()},
-            {k: a[idx] for k, a in self.ints.items()},
-            self.has_bounds[idx],
-            self.bounds.take(idx),
-            self.has_counts[idx],
-            self.bucket_counts.take(idx),
-            self.mixed[idx],
-            self.is_exp[idx],
-            (new_pos[owner[keep]], scale[keep], cat[keep], index[keep], count[keep]),
-        )
 
-
-def _merge(rows: _Rows, window_ns: int, origin_ns: int) -> _Rows:
+def _merge(rows: _Rows, window_ns: int, origin_ns: int, keep: np.ndarray | None = None) -> _Rows:
+    """Rows (those of ``keep``, default all) merged per series and window."""
     window = origin_ns + np.floor_divide(rows.window_start - origin_ns, window_ns) * window_ns
-    order = np.lexsort((rows.ints["last_time_ns"], window, rows.sid))
+    kept = np.flatnonzero(keep) if keep is not None else np.arange(rows.sid.size)
+    order = kept[np.lexsort((rows.ints["last_time_ns"][kept], window[kept], rows.sid[kept]))]
     sid, win = rows.sid[order], window[order]
     new = np.r_[True, (sid[1:] != sid[:-1]) | (win[1:] != win[:-1])]
     starts = np.flatnonzero(new)
     last = np.r_[starts[1:], order.size] - 1
     n = starts.size
-    gid = np.empty(order.size, np.int64)
+    gid = np.full(rows.sid.size, -1)
     gid[order] = np.cumsum(new) - 1
     f = {k: a[order] for k, a in rows.floats.items()}
     i = {k: a[order] for k, a in rows.ints.items()}
@@ -272,7 +253,7 @@ def _merge(rows: _Rows, window_ns: int, origin_ns: int) -> _Rows:
     has_bounds, bounds, has_counts, counts, mixed = rh.merge_explicit(
         order, starts, rows.has_bounds, rows.bounds, rows.has_counts, rows.bucket_counts, rows.mixed
     )
-    owner, scale, cat, index, count = rows.exp
+    owner, scale, cat, index, count = (a[gid[rows.exp[0]] >= 0] for a in rows.exp)
     group_scale, group, cat, index, count = hist.grouped_merge_exponential(
         gid[owner], scale, cat, index, count, n
     )

@@ -20,6 +20,7 @@ floats (so ``-0.0`` equals ``0.0`` and a NaN equals nothing), as Python tuples o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -41,17 +42,25 @@ class Lists:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    @classmethod
-    def empty(cls, n: int, dtype) -> Lists:
-        return cls(np.zeros(n + 1, np.int64), np.zeros(0, dtype))
+    @cached_property
+    def row_of(self) -> np.ndarray:
+        """The row of each value."""
+        return np.repeat(np.arange(self.offsets.size - 1), self.lengths)
 
     @classmethod
     def of_column(cls, column: pa.ChunkedArray | pa.Array, keep: np.ndarray, dtype) -> Lists:
         """The lists of an Arrow list column; rows not in ``keep`` (and nulls) get empty lists."""
         lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
         values = pc.list_flatten(column).to_numpy().astype(dtype)
+        return cls(_offsets(lengths), values).keep_only(keep)
+
+    def keep_only(self, keep: np.ndarray) -> Lists:
+        """These lists with the rows not in ``keep`` emptied."""
+        lengths = self.lengths
+        if not lengths[~keep].any():
+            return self
         rows = np.flatnonzero(keep)
-        return cls(_offsets(lengths), values).take(rows, rows, keep.size)
+        return self.take(rows, rows, keep.size)
 
     def take(self, rows: np.ndarray, into: np.ndarray | None = None, size: int = 0) -> Lists:
         """The lists of ``rows``; with ``into`` (ascending), put at those of ``size`` rows (others empty)."""
@@ -82,17 +91,19 @@ def _positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - _offsets(lengths)[:-1], lengths) + np.arange(total, dtype=np.int64)
 
 
-def _all_pairs(lists: Lists, a: np.ndarray, b: np.ndarray, op) -> np.ndarray:
-    """Per pair: ``op(x, y)`` holds for every element of list ``a[k]`` and list ``b[k]``.
+def _matching(lists: Lists, ref: np.ndarray, op) -> tuple[np.ndarray, np.ndarray]:
+    """Per row ``r``: whether ``op`` holds between every value of it and of row ``ref[r]``.
 
-    Pairs whose lengths differ are False.
+    Returns ``(holds, source)``: rows of different lengths do not hold; ``source`` is, for each
+    value, the position of its counterpart in row ``ref`` (itself where the lengths differ).
     """
     lengths = lists.lengths
-    same_length = lengths[a] == lengths[b]
-    n = np.where(same_length, lengths[a], 0)
-    ok = op(lists.values[_positions(lists.offsets[a], n)], lists.values[_positions(lists.offsets[b], n)])
-    failed = np.bincount(np.repeat(np.arange(a.size), n)[~ok], minlength=a.size)
-    return same_length & (failed == 0)
+    same_length = lengths == lengths[ref]
+    shift = np.where(same_length, lists.offsets[:-1][ref] - lists.offsets[:-1], 0)
+    row = lists.row_of
+    source = np.arange(row.size) + shift[row]
+    failed = np.bincount(row[~op(lists.values, lists.values[source])], minlength=lengths.size)
+    return same_length & (failed == 0), source
 
 
 # -- explicit histograms ---------------------------------------------------------------------------
@@ -106,22 +117,17 @@ def explicit_increments(pts: pa.Table, mask: np.ndarray, diff: np.ndarray):
     previous point has usable counts, the same bounds and no bucket went down; else (as the query
     engine: a reset) its own counts.
     """
-    n = mask.size
     bounds = Lists.of_column(pts.column("bounds"), mask, np.float64)
     counts_col = pts.column("bucket_counts")
     has_counts = mask & pc.is_valid(counts_col).to_numpy(zero_copy_only=False)
     counts = Lists.of_column(counts_col, has_counts, np.int64)
     has_counts &= counts.lengths == bounds.lengths + 1
-    usable = np.flatnonzero(has_counts)
-    counts = counts.take(usable, usable, n)
-    rows = np.flatnonzero(has_counts & diff)
-    rows = rows[has_counts[rows - 1]]
-    rows = rows[_all_pairs(bounds, rows, rows - 1, np.equal)]
-    rows = rows[_all_pairs(counts, rows, rows - 1, np.greater_equal)]
-    lengths = counts.lengths[rows]
-    cur = _positions(counts.offsets[rows], lengths)
-    values = counts.values.copy()
-    values[cur] -= counts.values[_positions(counts.offsets[rows - 1], lengths)]
+    counts = counts.keep_only(has_counts)
+    prev = np.maximum(np.arange(mask.size) - 1, 0)
+    same_bounds, _ = _matching(bounds, prev, np.equal)
+    not_lower, source = _matching(counts, prev, np.greater_equal)
+    subtract = has_counts & diff & has_counts[prev] & same_bounds & not_lower
+    values = np.where(subtract[counts.row_of], counts.values - counts.values[source], counts.values)
     return mask.copy(), bounds, has_counts, Lists(counts.offsets, values)
 
 
@@ -129,7 +135,8 @@ def merge_explicit(order, starts, has_bounds, bounds, has_counts, counts, mixed)
     """The explicit histogram of each group of rows.
 
     Args:
-        order: row positions sorted by group and, within one, oldest to newest.
+        order: row positions sorted by group and, within one, oldest to newest (rows not in it are
+            left out).
         starts: where each group begins in ``order``.
         has_bounds, bounds, has_counts, counts, mixed: the rows' explicit histograms.
 
@@ -139,39 +146,40 @@ def merge_explicit(order, starts, has_bounds, bounds, has_counts, counts, mixed)
         counts), and ``mixed`` when a member had other bounds or was mixed itself.
     """
     n = starts.size
-    group = np.repeat(np.arange(n), np.diff(np.r_[starts, order.size]))
-    member = has_bounds[order]
-    newest_pos = np.maximum.reduceat(np.where(member, np.arange(order.size), -1), starts)
+    sorted_group = np.repeat(np.arange(n), np.diff(np.r_[starts, order.size]))
+    group = np.full(has_bounds.size, -1)
+    group[order] = sorted_group
+    member = has_bounds & (group >= 0)
+    newest_pos = np.maximum.reduceat(np.where(member[order], np.arange(order.size), -1), starts)
     out_has_bounds = newest_pos >= 0
     out_bounds = bounds.take(order[newest_pos[out_has_bounds]], np.flatnonzero(out_has_bounds), n)
-    pos = np.flatnonzero(member)
-    rows, g = order[pos], group[pos]
-    newest = order[newest_pos[g]]
-    same = (rows == newest) | _all_pairs(bounds, rows, newest, np.equal)
+    newest = np.arange(member.size)
+    newest[member] = order[newest_pos[group[member]]]
+    # a row matches itself even with NaN bounds (as tuples: by identity)
+    same = member & ((newest == np.arange(member.size)) | _matching(bounds, newest, np.equal)[0])
+    g = group[member]
     mixed_out = out_has_bounds & (
-        (np.bincount(g[same], minlength=n) < np.bincount(g, minlength=n))
-        | (np.bincount(g[mixed[rows]], minlength=n) > 0)
+        (np.bincount(group[same], minlength=n) < np.bincount(g, minlength=n))
+        | (np.bincount(group[member & mixed], minlength=n) > 0)
     )
-    usable = same & has_counts[rows]
-    rows, g = rows[usable], g[usable]
-    lengths = counts.lengths[rows]
+    usable = same & has_counts
+    g = group[usable]
+    lengths = counts.lengths
     out_lengths = np.zeros(n, np.int64)
-    np.maximum.at(out_lengths, g, lengths)
+    np.maximum.at(out_lengths, g, lengths[usable])
     shortest = np.full(n, np.iinfo(np.int64).max)
-    np.minimum.at(shortest, g, lengths)
+    np.minimum.at(shortest, g, lengths[usable])
     if (shortest < out_lengths).any():
         raise ValueError(
             "explicit histogram rows with the same bounds have bucket_counts of different lengths"
         )
-    out_has_counts = np.bincount(g, minlength=n) > 0
     out_offsets = _offsets(out_lengths)
     values = np.zeros(int(out_offsets[-1]), np.int64)
-    np.add.at(
-        values,
-        _positions(out_offsets[:-1][g], lengths),
-        counts.values[_positions(counts.offsets[rows], lengths)],
-    )
-    return out_has_bounds, out_bounds, out_has_counts, Lists(out_offsets, values), mixed_out
+    shift = np.where(usable, out_offsets[:-1][group] - counts.offsets[:-1], 0)
+    row = counts.row_of
+    take = usable[row]
+    np.add.at(values, np.flatnonzero(take) + shift[row[take]], counts.values[take])
+    return out_has_bounds, out_bounds, np.bincount(g, minlength=n) > 0, Lists(out_offsets, values), mixed_out
 
 
 # -- exponential histograms ------------------------------------------------------------------------
