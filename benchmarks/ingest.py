@@ -408,7 +408,7 @@ _STAGES = [
     ("gRPC handler, all of it", [("receiver/grpc_server.py", "export")]),
     ("protobuf parse (FromString)", [("~", "<built-in method FromString>")]),
     ("decode to Arrow", [("receiver/decode.py", f"decode_{s}") for s in ("metrics", "traces", "logs")]),
-    ("Arrow IPC encode for the WAL", [("receiver/batch_codec.py", "encode_batch")]),
+    ("Arrow IPC encode for the WAL", [("store/batch_codec.py", "encode_batch")]),
     ("WAL append (caller side)", [("store/wal.py", "append_durable")]),
     ("WAL writer thread (write, fsync)", [("store/wal.py", "_run")]),
     ("processor chain (selfmon, store)", [("receiver/chain.py", "process")]),

@@ -223,3 +223,45 @@ def test_memory_pressure_flushes_before_the_interval(tmp_path):
     store.process(span_batch([span(1, 1, start_s=END / S - 10)]))
     store.tick(END + S)
     assert store.snapshot().spans.num_rows == 0 and store.view().span_files()
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.batches: list[MetricBatch] = []
+
+    def process(self, batch: MetricBatch) -> None:
+        self.batches.append(batch)
+
+
+def test_the_flush_process_rebuilds_from_the_wal_what_the_head_held(tmp_path):
+    from otel_audio.store.batch_codec import encode_batch
+    from otel_audio.store.wal import WriteAheadLog
+
+    collected = Collect()
+    BENCH.load(collected, 3, 60, 6, 30, END)
+    extra = span_batch([span(9, 1, start_s=END / S - 30)])  # not from the log, like self-monitoring
+    wal = WriteAheadLog(tmp_path / "a" / "wal")
+    by_process = TieredStore(tmp_path / "a", wal_dir=tmp_path / "a" / "wal")
+    in_thread = TieredStore(tmp_path / "b", background=False)
+    reference = MemoryStore()
+    try:
+        for batch in collected.batches:
+            logged = replace(batch, lsn=wal.append_durable(*encode_batch(batch)))
+            for store in (by_process, in_thread, reference):
+                store.process(logged)
+        for store in (by_process, in_thread, reference):
+            store.process(extra)
+        by_process.flush()
+        in_thread.flush()
+    finally:
+        by_process.close()
+        wal.close()
+    assert by_process.checkpoint == in_thread.checkpoint == catalog.Checkpoint(1, len(collected.batches))
+    assert by_process.snapshot().points.num_rows == 0
+    for metric, agg, group_by in QUERIES:
+        for step in (15 * S, 5 * MIN):
+            q = RangeQuery(metric, END - 3 * HOUR, END, step, agg=agg, group_by=group_by)
+            expected = answers(reference, q)
+            assert_same_answers(answers(by_process, q), expected)
+            assert_same_answers(answers(in_thread, q), expected)
+    assert QueryEngine(by_process).get_trace(f"{9:032x}").num_rows == 1

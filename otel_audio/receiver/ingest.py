@@ -30,12 +30,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otel_audio.processors.base import Batch, MetricBatch, Signal
 from otel_audio.receiver import decode_fast, decode_spans_fast
-from otel_audio.receiver.batch_codec import decode_batch, encode_batch
 from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.chain import ProcessorChain
 from otel_audio.receiver.decode import decode_logs, decode_metrics, decode_traces
 from otel_audio.receiver.selfmon import SelfMetrics
 from otel_audio.receiver.sequencer import Sequencer
+from otel_audio.store.batch_codec import decode_batch, encode_batch
 from otel_audio.store.wal import WalOverloaded, WalUnavailable, WriteAheadLog
 
 REQUEST_TYPES = {

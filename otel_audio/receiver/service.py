@@ -139,6 +139,7 @@ class Receiver:
             head_max_bytes=blocks.head_max_bytes,
             maintenance_interval_ns=blocks.maintenance_interval_s * 10**9,
             on_checkpoint=lambda lsn: wal.truncate_before(lsn + 1),
+            wal_dir=self.data_dir / "wal",
         )
         self.query = QueryEngine(self.store)
         shared: dict[str, Any] = {"store": self.store, "wal": self.wal}

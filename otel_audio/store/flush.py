@@ -14,6 +14,7 @@ cut in two by consecutive flushes has a row in each; readers merge them
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -21,29 +22,40 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from otel_audio.processors.base import (
+    POINTS_SCHEMA,
+    SERIES_SCHEMA,
+    Batch,
+    LogBatch,
+    MetricBatch,
+    SpanBatch,
+)
+from otel_audio.store.batch_codec import decode_batch
 from otel_audio.store.blocks import FLUSH_ZSTD_LEVEL, write_metric_block
 from otel_audio.store.catalog import Entry, fsync_dir, index_dir
-from otel_audio.store.memory import Snapshot
+from otel_audio.store.memory import SCHEMAS, Snapshot
 from otel_audio.store.retention import partition_dir
 from otel_audio.store.rollup import HOUR_NS, MINUTE_NS, Carry, rollup, rollup_rollups
 from otel_audio.store.rollup_blocks import write_rollup_block
 from otel_audio.store.tiers import DAY_NS
 from otel_audio.store.trace_blocks import write_log_block, write_span_block
+from otel_audio.store.wal_format import read_range
 
 
 def write_flush(
-    root: Path, name: str, cut: Snapshot, new_series: pa.Table, carry: Carry
-) -> tuple[list[Entry], Carry]:
-    """Write the blocks of one cut of the head; return their entries and the next rollup carry.
+    root: Path, name: str, cut: Snapshot, new_series: pa.Table, carry_path: Path | None
+) -> list[Entry]:
+    """Write the blocks of one cut of the head; return their entries.
 
     Args:
         root: the data directory.
         name: the flush's name prefix (``catalog.flush_name(seq)``).
         cut: what the head held (``cut.series`` is the whole series dictionary).
         new_series: series rows first seen since the previous flush (``index/series``).
-        carry: the rollup carry the previous flush returned.
+        carry_path: the previous flush's rollup carry (``index/carry``), None for the first.
     """
     root = Path(root)
+    carry = load_carry(carry_path)
     entries: list[Entry] = []
     points, exemplars = cut.points, cut.exemplars
     by_day = _days(points, "time_unix_nano")
@@ -77,7 +89,56 @@ def write_flush(
     if new_series.num_rows:
         write_index_file(root, "series", name, new_series)
     write_index_file(root, "carry", name, carry.points)
-    return entries, carry
+    return entries
+
+
+def flush_wal_range(
+    root: Path,
+    name: str,
+    wal_dir: Path,
+    lsns: tuple[int, int],
+    extras: list[Batch],
+    new_series: pa.Table,
+    carry_path: Path | None,
+) -> list[Entry]:
+    """:func:`write_flush` of a cut rebuilt from the write-ahead log, in the flush process.
+
+    The head holds exactly the log's records ``lsns[0]..lsns[1]`` plus ``extras`` (batches that
+    did not come through the log, e.g. self-monitoring), so the flush process reads them from
+    the log's files instead of being sent the rows: the receiver's process spends nothing on
+    writing blocks, and the second core does it.
+    """
+    parts: dict[str, list[pa.Table]] = {kind: [] for kind in ("points", "exemplars", "spans", "logs")}
+    batches = (decode_batch(kind, payload) for _, kind, payload in read_range(wal_dir, *lsns))
+    for batch in itertools.chain(batches, extras):
+        if isinstance(batch, MetricBatch):
+            parts["points"].append(batch.points)
+            parts["exemplars"].append(batch.exemplars)
+        elif isinstance(batch, SpanBatch):
+            parts["spans"].append(batch.spans)
+        elif isinstance(batch, LogBatch):
+            parts["logs"].append(batch.logs)
+    tables = {
+        kind: pa.concat_tables([SCHEMAS[kind].empty_table(), *(t.cast(SCHEMAS[kind]) for t in found)])
+        for kind, found in parts.items()
+    }
+    series = pa.concat_tables([load_series(root), new_series.cast(SERIES_SCHEMA)])
+    return write_flush(root, name, Snapshot(series=series, **tables), new_series, carry_path)
+
+
+def load_series(root: Path) -> pa.Table:
+    """The series dictionary of every committed flush (``index/series``)."""
+    files = index_files(root, "series")
+    if not files:
+        return SERIES_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(p).select(SERIES_SCHEMA.names).cast(SERIES_SCHEMA) for p in files])
+
+
+def load_carry(path: Path | None) -> Carry:
+    """The rollup carry a flush wrote (``index/carry``); empty for None."""
+    if path is None:
+        return Carry.empty()
+    return Carry(pq.read_table(path).select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA))
 
 
 def write_index_file(root: Path, kind: str, name: str, table: pa.Table) -> Path:

@@ -23,16 +23,18 @@ thread writes blocks; any number of readers call ``view``.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from otel_audio.processors.base import POINTS_SCHEMA, SERIES_SCHEMA, Batch
+from otel_audio.processors.base import Batch
 from otel_audio.store import catalog as cat
 from otel_audio.store.blocks import read_metric_block
 from otel_audio.store.compaction import (
@@ -42,10 +44,9 @@ from otel_audio.store.compaction import (
     compact_span_partition,
     partitions_to_compact,
 )
-from otel_audio.store.flush import index_files, write_flush
+from otel_audio.store.flush import flush_wal_range, index_files, load_series, write_flush
 from otel_audio.store.memory import MemoryStore, Snapshot
 from otel_audio.store.retention import RetentionConfig, drop_expired
-from otel_audio.store.rollup import Carry
 from otel_audio.store.rollup_blocks import compact_rollup_partition
 from otel_audio.store.view import StoreView
 
@@ -57,10 +58,15 @@ HOUR_NS = 3600 * 10**9
 @dataclass(frozen=True)
 class _Cut:
     seq: int
-    lsn: int  # last WAL record in the cut
+    lsns: tuple[int, int]  # the WAL records in the cut, first and last
     rows: Snapshot
     new_series: pa.Table
+    extras: list[Batch]  # batches that did not come through the WAL
     bytes: int  # Arrow buffers held until the flush is committed
+
+    @property
+    def lsn(self) -> int:
+        return self.lsns[1]
 
 
 class TieredStore:
@@ -77,6 +83,10 @@ class TieredStore:
             receiver truncates its write-ahead log there.
         background: write blocks on a thread (the receiver); False writes them inside ``tick``
             (deterministic tests).
+        wal_dir: the write-ahead log every batch with an LSN came through. Given (the
+            receiver), blocks are written by a separate flush process that reads the cut's
+            records from the log's files: the receiver's own process, bound by the GIL, spends
+            nothing on compression and rollups. Without it, a thread writes the head's rows.
     """
 
     name = "store"
@@ -92,6 +102,7 @@ class TieredStore:
         compact_min_age_ns: int = DEFAULT_MIN_AGE_NS,
         on_checkpoint: Callable[[int], object] | None = None,
         background: bool = True,
+        wal_dir: Path | None = None,
     ) -> None:
         self.root = Path(root)
         self.retention = retention or RetentionConfig()
@@ -101,15 +112,17 @@ class TieredStore:
         self._compact_min_age = compact_min_age_ns
         self._on_checkpoint = on_checkpoint
         self._background = background
+        self._wal_dir = wal_dir
+        self._pool: ProcessPoolExecutor | None = None
+        self._extras: list[Batch] = []
 
         self.checkpoint = cat.read_checkpoint(self.root)
         cat.remove_unfinished(self.root, self.checkpoint)
         self._catalog = cat.scan(self.root)
-        self._carry = _load_carry(self.root, self.checkpoint)
         self._head = MemoryStore()
-        self._head.add_series(_load_series(self.root))
+        self._head.add_series(load_series(self.root))
         self._series_flushed = self._head.series_count()
-        self._lsn = self.checkpoint.lsn
+        self._lsn = self._cut_lsn = self.checkpoint.lsn
         self._seq = self.checkpoint.seq
         self._lock = threading.Lock()  # guards _frozen and _catalog against readers
         self._committed = threading.Condition()  # notified after each flush's checkpoint
@@ -126,6 +139,8 @@ class TieredStore:
         self._head.process(batch)
         if batch.lsn:
             self._lsn = batch.lsn
+        elif self._wal_dir is not None:
+            self._extras.append(batch)
 
     def tick(self, now_unix_nano: int) -> None:
         """Cut the head into a flush when due, and run retention and compaction when due."""
@@ -175,6 +190,8 @@ class TieredStore:
             self.flush()
         except OSError:
             _log.exception("could not flush the head on close; the write-ahead log still holds it")
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def _head_has_rows(self) -> bool:
         snap = self._head.snapshot()
@@ -190,7 +207,9 @@ class TieredStore:
                 getattr(rows, kind).get_total_buffer_size()
                 for kind in ("points", "exemplars", "spans", "logs")
             )
-            self._frozen.append(_Cut(self._seq, self._lsn, rows, new_series, size))
+            lsns = (self._cut_lsn + 1, self._lsn)
+            self._frozen.append(_Cut(self._seq, lsns, rows, new_series, self._extras, size))
+            self._cut_lsn, self._extras = self._lsn, []
 
     # -- background work -----------------------------------------------------------------------
 
@@ -211,7 +230,19 @@ class TieredStore:
     def _write(self, cut: _Cut) -> None:
         cat.remove_unfinished(self.root, self.checkpoint)  # what an earlier failed try left
         name = cat.flush_name(cut.seq)
-        entries, carry = write_flush(self.root, name, cut.rows, cut.new_series, self._carry)
+        prior = self.checkpoint.seq
+        carry = cat.index_dir(self.root) / "carry" / f"{cat.flush_name(prior)}.parquet" if prior else None
+        if self._wal_dir is not None and self._background:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            args = (self.root, name, self._wal_dir, cut.lsns, cut.extras, cut.new_series, carry)
+            try:
+                entries = self._pool.submit(flush_wal_range, *args).result()
+            except BrokenProcessPool:
+                self._pool = None  # started again at the retry
+                raise
+        else:
+            entries = write_flush(self.root, name, cut.rows, cut.new_series, carry)
         checkpoint = cat.Checkpoint(cut.seq, cut.lsn)
         cat.write_checkpoint(self.root, checkpoint)
         with self._lock:
@@ -222,7 +253,7 @@ class TieredStore:
         if self._on_checkpoint is not None:
             self._on_checkpoint(cut.lsn)
         with self._committed:
-            self._carry, self.checkpoint = carry, checkpoint
+            self.checkpoint = checkpoint
             self._committed.notify_all()
 
     def _maintain(self, now: int) -> None:
@@ -304,22 +335,3 @@ class TieredStore:
         out["checkpoint_lsn"] = self.checkpoint.lsn
         return out
 
-
-def _load_series(root: Path) -> pa.Table:
-    files = index_files(root, "series")
-    if not files:
-        return SERIES_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(p).select(SERIES_SCHEMA.names).cast(SERIES_SCHEMA) for p in files])
-
-
-def _load_carry(root: Path, checkpoint: cat.Checkpoint) -> Carry:
-    if checkpoint.seq == 0:
-        return Carry.empty()
-    path = cat.index_dir(root) / "carry" / f"{cat.flush_name(checkpoint.seq)}.parquet"
-    table = pq.read_table(path)
-    return Carry(table.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA))
-
-
-def retention_from(values: Mapping[str, int | str] | None) -> RetentionConfig:
-    """A ``RetentionConfig`` from the YAML's ``storage.retention`` mapping (None: defaults)."""
-    return RetentionConfig.from_mapping(values or {})

@@ -58,7 +58,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import threading
 import time
 import zlib
@@ -68,7 +67,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple, TypeAlias
 
-from otel_audio.store.wal_format import CHECKED, HEADER, MAGIC, MAX_KIND, MAX_PAYLOAD, Damage, scan
+from otel_audio.store.wal_format import (
+    CHECKED,
+    HEADER,
+    MAGIC,
+    MAX_KIND,
+    MAX_PAYLOAD,
+    SEGMENT_NAME,
+    Damage,
+    scan,
+)
 
 __all__ = [
     "Pending",
@@ -85,8 +93,6 @@ _log = logging.getLogger(__name__)
 FsyncPolicy = Literal["always", "interval", "never"]
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 _POLICIES = ("always", "interval", "never")
-
-_SEGMENT_NAME = re.compile(r"wal-(\d{16})\.log")
 
 
 class WalError(Exception):
@@ -390,7 +396,7 @@ class WriteAheadLog:
             self._sync_dir(self._dir.parent)  # the new directory's entry must survive a crash too
         segments = []
         for path in self._dir.iterdir():
-            match = _SEGMENT_NAME.fullmatch(path.name)
+            match = SEGMENT_NAME.fullmatch(path.name)
             if match:
                 segments.append(_Segment(int(match[1]), path, path.stat().st_size))
         segments.sort(key=lambda s: s.base)

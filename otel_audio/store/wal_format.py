@@ -11,9 +11,11 @@ yields every good record and every damaged range between them, with where scanni
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 MAGIC = b"OAW\x01"  # "otel-audio WAL", format version 1
@@ -78,3 +80,34 @@ def _next_frame(data: bytes, view: memoryview, offset: int, floor: int, followin
             return offset
         offset += 1
     return None
+
+
+SEGMENT_NAME = re.compile(r"wal-(\d{16})\.log")
+
+
+def read_range(directory: Path, from_lsn: int, to_lsn: int) -> Iterator[tuple[int, int, bytes]]:
+    """``(lsn, kind, payload)`` of the records with ``from_lsn <= lsn <= to_lsn``, read from the files.
+
+    For a reader in another process than the log's writer (the store's flush process): it reads
+    the segment files directly and stops at ``to_lsn``, so a record being appended after it (a
+    torn tail, for now) is never looked at. Damage inside the range raises ``ValueError``.
+    """
+    segments = sorted(
+        (int(m[1]), p) for p in Path(directory).iterdir() if (m := SEGMENT_NAME.fullmatch(p.name))
+    )
+    for i, (base, path) in enumerate(segments):
+        following = segments[i + 1][0] if i + 1 < len(segments) else None
+        if base > to_lsn:
+            return
+        if following is not None and following <= from_lsn:
+            continue
+        data = path.read_bytes()
+        for item in scan(data, base, following):
+            if isinstance(item, Damage):
+                raise ValueError(f"{path}: damaged record at byte {item.offset}: {item.reason}")
+            if item.lsn > to_lsn:
+                return
+            if item.lsn >= from_lsn:
+                yield item.lsn, item.kind, data[item.start : item.end]
+            if item.lsn == to_lsn:  # what follows may be a record still being written
+                return
