@@ -159,6 +159,6 @@ def test_one_series_named_with_attributes_in_two_orders_is_one_series():
         gauge("g", point(1.0, a="1", b="2"), point(2.0, b="2", a="1"), point(3.0, c="x"))
     )
     assert_same(request)
-    reference, fast = both(request)
+    _, fast = both(request)
     assert fast.batch.series.num_rows == 2
     assert len(set(fast.batch.points.column("series_id").to_pylist())) == 2
