@@ -408,3 +408,83 @@ def test_rollup_rollups_needs_a_multiple_of_the_row_window():
     rows, _ = rollup(batch.points, batch.series, MINUTE_NS)
     with pytest.raises(ValueError, match="new window must be a multiple"):
         rollup_rollups(rows, 90 * S)
+
+
+HIST = series("h", "histogram", temporality="cumulative")
+EXP = series("e", "exponential_histogram", temporality="cumulative")
+
+
+def hist_points(*rows: tuple) -> list[dict]:
+    """(time_s, bounds, bucket_counts) rows of HIST, all started at 0; count is the true count."""
+    return [
+        {"s": HIST, "time_unix_nano": t * S, "start_time_unix_nano": 0, "value": 0.0}
+        | {"count": t * 10, "bounds": b, "bucket_counts": c}
+        for t, b, c in rows
+    ]
+
+
+def exp_points(*rows: tuple) -> list[dict]:
+    """(time_s, scale, zero_count, positive_offset, positive_counts) rows of EXP, started at 0."""
+    return [
+        {"s": EXP, "time_unix_nano": t * S, "start_time_unix_nano": 0, "value": 0.0, "count": t * 10}
+        | {"exp_scale": sc, "exp_zero_count": z, "exp_positive_offset": o, "exp_positive_counts": c}
+        for t, sc, z, o, c in rows
+    ]
+
+
+def test_cumulative_histogram_counts_whole_after_its_bounds_change_and_its_window_is_mixed():
+    batch = metric_batch(
+        [HIST],
+        hist_points(
+            (1, [1.0], [1, 1]), (2, [1.0], [2, 3]), (3, [1.0, 2.0], [2, 3, 4]), (4, [1.0, 2.0], [2, 4, 5])
+        ),
+    )
+    seconds, _ = rollup(batch.points, batch.series, S)
+    assert seconds.column("bucket_counts").to_pylist() == [[1, 1], [1, 2], [2, 3, 4], [0, 1, 1]]
+    assert seconds.column("mixed_bounds").to_pylist() == [False] * 4
+    minute, _ = rollup(batch.points, batch.series, MINUTE_NS)
+    (row,) = minute.to_pylist()
+    assert (row["bounds"], row["bucket_counts"], row["mixed_bounds"]) == ([1.0, 2.0], [2, 4, 5], True)
+    assert_tables_match(rollup_rollups(seconds, MINUTE_NS), minute)
+
+
+def test_histogram_bucket_going_down_is_a_reset_even_when_the_count_goes_up():
+    batch = metric_batch([HIST], hist_points((1, [1.0], [2, 2]), (2, [1.0], [1, 4])))
+    rows, _ = rollup(batch.points, batch.series, S)
+    assert rows.column("bucket_counts").to_pylist() == [[2, 2], [1, 4]]
+
+
+def test_histogram_points_without_usable_bucket_counts_are_left_out_and_the_next_counts_whole():
+    batch = metric_batch(
+        [HIST], hist_points((1, [1.0], [1, 1]), (2, [1.0], None), (3, [1.0], [1, 2, 3]), (4, [1.0], [3, 3]))
+    )
+    seconds, _ = rollup(batch.points, batch.series, S)
+    assert seconds.column("bucket_counts").to_pylist() == [[1, 1], None, None, [3, 3]]
+    minute, _ = rollup(batch.points, batch.series, MINUTE_NS)
+    assert minute.column("bucket_counts").to_pylist() == [[4, 4]]
+    assert_tables_match(rollup_rollups(seconds, MINUTE_NS), minute)
+
+
+def test_exponential_increment_is_taken_at_the_smaller_scale_of_the_two_points():
+    # scale 1 buckets 0 and 1 are bucket 0 at scale 0: 3 - 2 = 1
+    batch = metric_batch([EXP], exp_points((1, 1, 0, 0, [1, 1]), (2, 0, 0, 0, [3])))
+    rows, _ = rollup(batch.points, batch.series, S)
+    second = rows.to_pylist()[1]
+    assert (second["exp_scale"], second["exp_positive_offset"], second["exp_positive_counts"]) == (0, 0, [1])
+
+
+def test_exponential_zero_count_going_down_is_a_reset():
+    batch = metric_batch([EXP], exp_points((1, 0, 3, 0, [1]), (2, 0, 2, 0, [2])))
+    rows, _ = rollup(batch.points, batch.series, S)
+    assert rows.column("exp_zero_count").to_pylist() == [3, 2]
+    assert rows.column("exp_positive_counts").to_pylist() == [[1], [2]]
+
+
+def test_exponential_null_bucket_lists_are_empty():
+    batch = metric_batch([EXP], exp_points((1, 0, 1, 4, [2]), (2, 0, 5, None, None)))
+    rows, _ = rollup(batch.points, batch.series, S)
+    # the positive bucket went from 2 to nothing: a reset, the point counts whole
+    assert rows.column("exp_zero_count").to_pylist() == [1, 5]
+    assert rows.column("exp_positive_counts").to_pylist() == [[2], []]
+    minute, _ = rollup(batch.points, batch.series, MINUTE_NS)
+    assert_tables_match(rollup_rollups(rows, MINUTE_NS), minute)
