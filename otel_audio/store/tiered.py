@@ -334,4 +334,3 @@ class TieredStore:
         out["blocks"] = {"files": len(catalog.entries), "bytes": catalog.bytes_on_disk()}
         out["checkpoint_lsn"] = self.checkpoint.lsn
         return out
-
