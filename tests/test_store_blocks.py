@@ -430,3 +430,17 @@ def test_small_histogram_blocks_keep_every_point(tmp_path: Path, points_in_block
     assert got.num_rows == points_in_block
     assert got.column("bucket_counts").to_pylist() == [r["bucket_counts"] for r in rows]
     assert got.column("exp_positive_counts").to_pylist() == [r["exp_positive_counts"] for r in rows]
+
+
+def test_reading_only_some_columns_gives_the_same_rows_with_the_rest_null(tmp_path: Path) -> None:
+    path, points = write_mixed(tmp_path)
+    full = blocks.read_block_points(path)
+    some = blocks.read_block_points(path, columns=["value", "flags"])
+    for name in ("series_id", "time_unix_nano", "flags"):
+        assert some.column(name).equals(full.column(name)), name
+    assert same_values(some.column("value").to_numpy(), full.column("value").to_numpy())  # NaNs too
+    assert some.column("start_time_unix_nano").null_count == some.num_rows
+    assert some.schema == POINTS_SCHEMA
+    only_ids = blocks.read_block_points(path, columns=[])
+    assert only_ids.column("value").null_count == only_ids.num_rows
+    assert only_ids.column("series_id").equals(full.column("series_id"))

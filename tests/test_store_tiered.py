@@ -109,10 +109,11 @@ def test_a_query_over_blocks_and_the_head_together_is_the_raw_answer(tmp_path, m
     assert_same_answers(answers(tiered, q), answers(reference, q))
 
 
-def test_a_raw_step_reads_raw_blocks_with_the_same_answer(tmp_path):
+@pytest.mark.parametrize(("metric", "agg", "group_by"), [*QUERIES, ("bench.level", "avg", ("device",))])
+def test_a_raw_step_reads_raw_blocks_with_the_same_answer(tmp_path, metric, agg, group_by):
     reference, tiered = loaded(tmp_path)
     tiered.flush()
-    q = RangeQuery("bench.level", END - 6 * HOUR, END, 15 * S, agg="avg", group_by=("device",))
+    q = RangeQuery(metric, END - 6 * HOUR, END, 15 * S, agg=agg, group_by=group_by)
     assert_same_answers(answers(tiered, q), answers(reference, q))
 
 

@@ -227,18 +227,43 @@ def read_metric_block(
     """
     directory = Path(directory)
     ids = None if series_ids is None else np.unique(np.asarray(series_ids, dtype=np.uint64))
-    points_file = pq.ParquetFile(directory / POINTS_FILE)
-    groups = _row_groups(points_file.metadata, ids, start_ns, end_ns)
-    stored = points_file.read_row_groups(groups) if groups else POINTS_FILE_SCHEMA.empty_table()
-    points = decode_points(stored)
-    points = _filter_rows(points, ids, start_ns, end_ns)
-
+    points = read_block_points(directory, series_ids=ids, start_ns=start_ns, end_ns=end_ns)
     series = _conform("series", pq.read_table(directory / SERIES_FILE), SERIES_SCHEMA)
     if ids is not None:
         series = series.filter(pc.is_in(series.column("series_id"), pa.array(ids, pa.uint64())))
     exemplars = _conform("exemplars", pq.read_table(directory / EXEMPLARS_FILE), EXEMPLARS_SCHEMA)
     exemplars = _filter_rows(exemplars, ids, start_ns, end_ns)
     return points, series, exemplars
+
+
+def read_block_points(
+    directory: Path,
+    *,
+    series_ids: Sequence[int] | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """The points of a block (``POINTS_SCHEMA``), as :func:`read_metric_block` selects them.
+
+    ``columns`` names the ``POINTS_SCHEMA`` columns a caller needs (``series_id`` and
+    ``time_unix_nano`` always come): the others are not read from the file and come back null.
+    A gauge query then skips the histogram list columns, most of a mixed block's bytes.
+    """
+    ids = None if series_ids is None else np.unique(np.asarray(series_ids, dtype=np.uint64))
+    points_file = pq.ParquetFile(Path(directory) / POINTS_FILE)
+    groups = _row_groups(points_file.metadata, ids, start_ns, end_ns)
+    stored_columns = None
+    if columns is not None:
+        wanted = {*columns, "series_id", "time_unix_nano"}
+        if "value" in wanted:
+            wanted.update(_CODEC_COLUMNS)
+        stored_columns = [name for name in POINTS_FILE_SCHEMA.names if name in wanted]
+    if groups:
+        stored = points_file.read_row_groups(groups, columns=stored_columns)
+    else:
+        stored = POINTS_FILE_SCHEMA.empty_table().select(stored_columns or POINTS_FILE_SCHEMA.names)
+    return _filter_rows(decode_points(stored), ids, start_ns, end_ns)
 
 
 def open_block_meta(directory: Path) -> BlockMeta:
@@ -263,12 +288,20 @@ def open_block_meta(directory: Path) -> BlockMeta:
 
 
 def decode_points(stored: pa.Table) -> pa.Table:
-    """``POINTS_SCHEMA`` rows from ``points.parquet`` rows (whole row groups, in file order)."""
-    value = value_codec.decode(*(stored.column(name).combine_chunks() for name in _CODEC_COLUMNS))
-    columns = [
-        value if field.name == "value" else stored.column(field.name).cast(field.type)
-        for field in POINTS_SCHEMA
-    ]
+    """``POINTS_SCHEMA`` rows from ``points.parquet`` rows (whole row groups, in file order).
+
+    Columns missing from ``stored`` (not read) come back null.
+    """
+    present = set(stored.column_names)
+    rows = stored.num_rows
+    columns = []
+    for field in POINTS_SCHEMA:
+        if field.name == "value" and present.issuperset(_CODEC_COLUMNS):
+            columns.append(value_codec.decode(*(stored.column(n).combine_chunks() for n in _CODEC_COLUMNS)))
+        elif field.name in present:
+            columns.append(stored.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(rows, field.type))
     return pa.Table.from_arrays(columns, schema=POINTS_SCHEMA)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from otel_audio.processors.base import EXEMPLARS_SCHEMA, LOGS_SCHEMA, SPANS_SCHEMA
+from otel_audio.processors.base import EXEMPLARS_SCHEMA, LOGS_SCHEMA, POINTS_SCHEMA, SPANS_SCHEMA
 from otel_audio.store.errors import QueryError
 from otel_audio.store.memory import MemoryStore, Snapshot
 from otel_audio.store.trace_blocks import read_trace
@@ -317,7 +317,9 @@ class QueryEngine:
         if needs_prev:
             params["lb"] = q.start_ns - self._lookback_ns
         ids = sel.column("series_id").to_numpy()
-        points = view.points(ids, params.get("lb", params["lo"]), params["hi"])
+        needed = {"start_time_unix_nano", "value", "flags", "count", "min", "max"}
+        needed.update(name for name in POINTS_SCHEMA.names if f"p.{name}" in " ".join(cols))
+        points = view.points(ids, params.get("lb", params["lo"]), params["hi"], sorted(needed))
         with self._duck(points=points, sel=sel) as cur:
             return cur.sql(sql + " ORDER BY sidx, t", params=params).to_arrow_table()
 

@@ -11,15 +11,15 @@ that hits a missing file takes a new view and tries again (``QueryEngine`` does)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from otel_audio.processors.base import EXEMPLARS_SCHEMA, POINTS_SCHEMA
-from otel_audio.store.blocks import read_metric_block
+from otel_audio.processors.base import EXEMPLARS_SCHEMA
+from otel_audio.store.blocks import read_block_points, read_metric_block
 from otel_audio.store.catalog import Catalog
 from otel_audio.store.memory import Snapshot
 from otel_audio.store.rollup import ROLLUP_SCHEMA, merge_rollups
@@ -43,19 +43,26 @@ class StoreView:
     def has_blocks(self) -> bool:
         return bool(self.catalog.entries)
 
-    def points(self, series_ids: np.ndarray, start_ns: int, end_ns: int) -> pa.Table:
+    def points(
+        self, series_ids: np.ndarray, start_ns: int, end_ns: int, columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """POINTS_SCHEMA rows of the head and the raw blocks; blocks filtered by series and time.
 
         Head rows are not filtered (the caller's SQL does that); block rows outside the series or
-        ``[start_ns, end_ns)`` are not returned.
+        ``[start_ns, end_ns)`` are not returned, and of them only ``columns`` are read (the rest
+        null; None reads all).
         """
         paths = self.catalog.select("metrics", "raw", start_ns, end_ns)
         if not paths:
             return self.head.points
         parts = [self.head.points]
         for path in paths:
-            parts.append(read_metric_block(path, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns)[0])
-        return pa.concat_tables(parts).cast(POINTS_SCHEMA)
+            parts.append(
+                read_block_points(
+                    path, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns, columns=columns
+                )
+            )
+        return pa.concat_tables(parts)
 
     def exemplars(self, series_ids: np.ndarray, start_ns: int, end_ns: int) -> pa.Table:
         """EXEMPLARS_SCHEMA rows of the head and the raw blocks (blocks filtered as in ``points``)."""
