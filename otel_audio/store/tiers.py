@@ -118,7 +118,8 @@ def range_from_rollups(rollups: pa.Table, q: RangeQuery, kind: str) -> SeriesRes
     Args:
         rollups: ``ROLLUP_SCHEMA`` rows of the group's series, of any tiers as long as rows of one
             series do not overlap in time (e.g. 1-hour rows up to some hour and 1-minute rows after
-            it). Rows outside the query's buckets are ignored.
+            it); rows of the very same window (two flushes each wrote part of it) are merged.
+            Rows outside the query's buckets are ignored.
         q: the request; ``group_by`` and ``matchers`` are not looked at (the caller selected the
             rows). Each rollup window is counted in the bucket holding its start, so the answer
             equals the raw one when ``start_ns`` and ``step_ns`` are multiples of the windows.
@@ -135,55 +136,9 @@ def range_from_rollups(rollups: pa.Table, q: RangeQuery, kind: str) -> SeriesRes
         ValueError: when rows of one series overlap in time (a wiring error).
     """
     n = bucket_count(q)
-    agg, quantile = parse_agg(q.agg)
-    _check_agg(q.metric, kind, agg)
     stamps = q.start_ns + np.arange(n, dtype=np.int64) * q.step_ns
-    values = np.full(n, np.nan)
-    ws = rollups.column("window_start_ns").to_numpy()
-    rows = rollups.filter(pa.array((ws >= q.start_ns) & (ws < q.start_ns + n * q.step_ns)))
-    if rows.num_rows == 0:
-        return SeriesResult(labels={}, timestamps_ns=stamps, values=values)
-    widest = int(pc.max(rows.column("window_ns")).as_py())
-    if widest > q.step_ns:
-        raise QueryError(
-            f"rollup windows of {widest} ns are wider than step_ns {q.step_ns}; "
-            "use a finer tier or a step of at least the window"
-        )
-    _check_no_overlap(rows)
-    per_series = merge_rollups(rows, q.step_ns, q.start_ns)
-    merged = merge_rollups(
-        per_series.set_column(0, "series_id", pa.array(np.zeros(per_series.num_rows, np.uint64))),
-        q.step_ns,
-        q.start_ns,
-    )
-    bucket = (merged.column("window_start_ns").to_numpy() - q.start_ns) // q.step_ns
-    step_s = q.step_ns / 1e9
-    is_hist = kind in ("histogram", "exponential_histogram", "summary")
-
-    def col(name: str) -> np.ndarray:
-        return pc.fill_null(merged.column(name).cast(pa.float64()), np.nan).to_numpy()
-
-    if agg == "pNN":
-        values[bucket] = _percentiles(merged, kind, quantile, q.metric)
-    elif agg in ("increase", "rate"):
-        values[bucket] = col("increase") / (step_s if agg == "rate" else 1.0)
-    elif is_hist and agg in ("count", "sum", "avg"):
-        count, total = col("increase"), col("sum_increase")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values[bucket] = {"count": count, "sum": total, "avg": total / count}[agg]
-    elif is_hist:  # min, max of the points' min/max fields
-        values[bucket] = col("hist_min" if agg == "min" else "hist_max")
-    elif agg == "sum":  # each series' last value in the bucket, summed over the group
-        b = (per_series.column("window_start_ns").to_numpy() - q.start_ns) // q.step_ns
-        last = pc.fill_null(per_series.column("last"), np.nan).to_numpy()
-        values[:] = np.bincount(b, weights=last, minlength=n)
-        values[np.bincount(b, minlength=n) == 0] = np.nan
-    elif agg == "avg":
-        values[bucket] = col("sum") / col("count")
-    elif agg == "count":
-        values[bucket] = col("count")
-    else:  # min, max, last (of the newest row of the bucket across the group)
-        values[bucket] = col(agg)
+    ids = np.unique(rollups.column("series_id").to_numpy())
+    values = grouped_values(rollups, ids, np.zeros(ids.size, np.intp), 1, q, kind)[0]
     return SeriesResult(labels={}, timestamps_ns=stamps, values=values)
 
 
@@ -196,19 +151,77 @@ def values_from_rollups(
         ids: the selected series; ``gidx[i]`` is the group of ``ids[i]``.
     """
     n = bucket_count(q)
-    out = np.full((n_groups, n), np.nan)
     rows = view.rollups(tier, ids, q.start_ns, q.start_ns + n * q.step_ns)
+    return grouped_values(rows, ids, gidx, n_groups, q, kind)
+
+
+def grouped_values(
+    rollups: pa.Table, ids: np.ndarray, gidx: np.ndarray, n_groups: int, q: RangeQuery, kind: str
+) -> np.ndarray:
+    """The (groups x buckets) answer of ``q`` from rollup rows of the series ``ids``.
+
+    Two merges do the work for every group at once: rows into (series, bucket), then those into
+    (group, bucket). Only explicit-histogram percentiles go group by group, because each group
+    may have its own bucket bounds.
+    """
+    n = bucket_count(q)
+    agg, quantile = parse_agg(q.agg)
+    _check_agg(q.metric, kind, agg)
+    values = np.full((n_groups, n), np.nan)
+    ws = rollups.column("window_start_ns").to_numpy()
+    rows = rollups.filter(pa.array((ws >= q.start_ns) & (ws < q.start_ns + n * q.step_ns)))
     if rows.num_rows == 0:
-        return out
+        return values
+    widest = int(pc.max(rows.column("window_ns")).as_py())
+    if widest > q.step_ns:
+        raise QueryError(
+            f"rollup windows of {widest} ns are wider than step_ns {q.step_ns}; "
+            "use a finer tier or a step of at least the window"
+        )
+    _check_no_overlap(rows)
+    per_series = merge_rollups(rows, q.step_ns, q.start_ns)
     order = np.argsort(ids)
-    sid = rows.column("series_id").to_numpy()
-    group = gidx[order[np.searchsorted(ids[order], sid)]]
-    by_group = np.argsort(group, kind="stable")
-    rows, group = rows.take(by_group), group[by_group]
-    cuts = np.flatnonzero(np.diff(group)) + 1
-    for first, last in zip(np.r_[0, cuts], np.r_[cuts, group.size], strict=True):
-        out[group[first]] = range_from_rollups(rows.slice(first, last - first), q, kind).values
-    return out
+    sid = per_series.column("series_id").to_numpy()
+    group_of_row = np.asarray(gidx)[order[np.searchsorted(ids[order], sid)]]
+    merged = merge_rollups(
+        per_series.set_column(0, "series_id", pa.array(group_of_row.astype(np.uint64))), q.step_ns, q.start_ns
+    )
+    g = merged.column("series_id").to_numpy().astype(np.intp)
+    b = (merged.column("window_start_ns").to_numpy() - q.start_ns) // q.step_ns
+    step_s = q.step_ns / 1e9
+    is_hist = kind in ("histogram", "exponential_histogram", "summary")
+
+    def col(name: str) -> np.ndarray:
+        return pc.fill_null(merged.column(name).cast(pa.float64()), np.nan).to_numpy()
+
+    if agg == "pNN" and kind == "histogram":
+        for group in np.unique(g).tolist():
+            mine = g == group
+            values[group, b[mine]] = _percentiles(merged.filter(pa.array(mine)), kind, quantile, q.metric)
+    elif agg == "pNN":
+        values[g, b] = _percentiles(merged, kind, quantile, q.metric)
+    elif agg in ("increase", "rate"):
+        values[g, b] = col("increase") / (step_s if agg == "rate" else 1.0)
+    elif is_hist and agg in ("count", "sum", "avg"):
+        count, total = col("increase"), col("sum_increase")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values[g, b] = {"count": count, "sum": total, "avg": total / count}[agg]
+    elif is_hist:  # min, max of the points' min/max fields
+        values[g, b] = col("hist_min" if agg == "min" else "hist_max")
+    elif agg == "sum":  # each series' last value in the bucket, summed over the group
+        row_bucket = (per_series.column("window_start_ns").to_numpy() - q.start_ns) // q.step_ns
+        last = pc.fill_null(per_series.column("last"), np.nan).to_numpy()
+        cell = group_of_row * n + row_bucket
+        sums = np.bincount(cell, weights=last, minlength=n_groups * n)
+        sums[np.bincount(cell, minlength=n_groups * n) == 0] = np.nan
+        values[:] = sums.reshape(n_groups, n)
+    elif agg == "avg":
+        values[g, b] = col("sum") / col("count")
+    elif agg == "count":
+        values[g, b] = col("count")
+    else:  # min, max, last (of the newest row of the bucket across the group)
+        values[g, b] = col(agg)
+    return values
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -235,7 +248,8 @@ def _check_no_overlap(rows: pa.Table) -> None:
     wn = rows.column("window_ns").to_numpy()
     order = np.lexsort((ws, sid))
     sid, ws, wn = sid[order], ws[order], wn[order]
-    bad = np.flatnonzero((sid[1:] == sid[:-1]) & (ws[1:] < ws[:-1] + wn[:-1]))
+    same_window = (ws[1:] == ws[:-1]) & (wn[1:] == wn[:-1])  # parts of one window: merged, fine
+    bad = np.flatnonzero((sid[1:] == sid[:-1]) & (ws[1:] < ws[:-1] + wn[:-1]) & ~same_window)
     if bad.size:
         i = bad[0]
         raise ValueError(

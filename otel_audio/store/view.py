@@ -22,7 +22,7 @@ from otel_audio.processors.base import EXEMPLARS_SCHEMA
 from otel_audio.store.blocks import read_block_points, read_metric_block
 from otel_audio.store.catalog import Catalog
 from otel_audio.store.memory import Snapshot
-from otel_audio.store.rollup import ROLLUP_SCHEMA, merge_rollups
+from otel_audio.store.rollup import ROLLUP_SCHEMA
 from otel_audio.store.rollup_blocks import read_rollups
 from otel_audio.store.tiers import Tier
 
@@ -73,15 +73,15 @@ class StoreView:
         return pa.concat_tables(parts).cast(EXEMPLARS_SCHEMA) if len(parts) > 1 else parts[0]
 
     def rollups(self, tier: Tier, series_ids: np.ndarray, start_ns: int, end_ns: int) -> pa.Table:
-        """ROLLUP_SCHEMA rows of ``tier`` with window start in ``[start_ns, end_ns)``, one per window.
+        """ROLLUP_SCHEMA rows of ``tier`` with window start in ``[start_ns, end_ns)``.
 
-        Rows of one window written by two flushes are merged into one.
+        A window cut by a flush has a row from each flush; ``merge_rollups`` (as the tier
+        queries do) joins them.
         """
         paths = self.catalog.select("rollups", tier.name, start_ns, end_ns)
         if not paths:
             return ROLLUP_SCHEMA.empty_table()
-        rows = read_rollups(paths, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns)
-        return merge_rollups(rows, tier.window_ns) if len(paths) > 1 else rows
+        return read_rollups(paths, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns)
 
     def head_min_time(self, series_ids: np.ndarray) -> int | None:
         """The oldest head point of these series: data older than it is all in blocks."""
