@@ -19,6 +19,7 @@ Conventions of the tables:
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -155,12 +156,25 @@ def canonical_json(attributes: dict[str, Any]) -> str:
 
 
 def series_id(metric: str, resource: str, scope: str, attributes: str) -> int:
-    """Stable 64-bit id of a series from its name and canonical-JSON attribute sets."""
-    digest = hashlib.blake2b(digest_size=8)
-    for part in (metric, resource, scope, attributes):
+    """Stable 64-bit id of a series: 16 bits from the metric name, 48 from everything else.
+
+    The metric's bits lead so that sorting by id keeps each metric's series together: a block's
+    row groups (and a rollup file's) then hold few metrics each, and a query for one metric
+    skips the others' row groups by their ``series_id`` min/max statistics alone, in any
+    Parquet reader. 48 bits keep collisions negligible at any series budget (10,000 series of
+    one metric: about 2e-7).
+    """
+    digest = hashlib.blake2b(digest_size=6)
+    for part in (resource, scope, attributes):
         digest.update(part.encode())
         digest.update(b"\x00")
-    return int.from_bytes(digest.digest(), "little")
+    digest.update(metric.encode())
+    return _metric_bits(metric) << 48 | int.from_bytes(digest.digest(), "little")
+
+
+@functools.lru_cache(maxsize=65536)
+def _metric_bits(metric: str) -> int:
+    return int.from_bytes(hashlib.blake2b(metric.encode(), digest_size=2).digest(), "little")
 
 
 @dataclass(frozen=True)
