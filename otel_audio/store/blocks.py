@@ -51,6 +51,7 @@ EXEMPLARS_FILE = "exemplars.parquet"
 META_FILE = "meta.json"
 
 ROW_GROUP_ROWS = 1 << 17  # rows per row group, cut at series boundaries
+METRIC_GROUP_ROWS = 1 << 15  # a group this long ends where the next metric's series begin
 PAGE_MIN_ROWS = 512  # value pages hold whole series, merged until at least this many rows
 PAGE_ROWS = 1 << 16  # rows per page of the other columns
 ZSTD_LEVEL = 19  # chosen by measurement (docs/storage-format.md): compacted day blocks
@@ -308,7 +309,9 @@ def decode_points(stored: pa.Table) -> pa.Table:
 def _write_points(path: Path, points: pa.Table, compression_level: int) -> None:
     series_ids = points.column("series_id").to_numpy()
     series_starts = np.flatnonzero(np.r_[True, series_ids[1:] != series_ids[:-1]])
-    groups = _row_group_starts(series_starts, points.num_rows)
+    metric_bits = series_ids >> np.uint64(48)  # processors.base.series_id: the metric's bits lead
+    metric_starts = np.flatnonzero(np.r_[True, metric_bits[1:] != metric_bits[:-1]])
+    groups = _row_group_starts(series_starts, points.num_rows, metric_starts)
     codec = value_codec.encode(
         points.column("value").combine_chunks(),
         series_starts,
@@ -349,12 +352,18 @@ def _writer_options(columns: dict[str, pa.Array]) -> dict[str, object]:
     return options
 
 
-def _row_group_starts(series_starts: np.ndarray, rows: int) -> list[int]:
+def _row_group_starts(
+    series_starts: np.ndarray, rows: int, metric_starts: np.ndarray | None = None
+) -> list[int]:
     """Row-group starts: at series starts, each group at least ROW_GROUP_ROWS unless it is the last;
-    a series longer than that is split into ROW_GROUP_ROWS pieces."""
+    a series longer than that is split into ROW_GROUP_ROWS pieces. Where another metric's series
+    begin (``metric_starts``, a subset of the series starts) a group already METRIC_GROUP_ROWS
+    long ends, so a one-metric query skips the other metrics' groups by their series_id range."""
+    metric_start = set() if metric_starts is None else set(metric_starts.tolist())
     starts = [0]
     for first, end in zip(series_starts, [*series_starts[1:], rows], strict=True):
-        if first - starts[-1] >= ROW_GROUP_ROWS:
+        length = first - starts[-1]
+        if length >= ROW_GROUP_ROWS or (length >= METRIC_GROUP_ROWS and int(first) in metric_start):
             starts.append(int(first))
         starts.extend(range(int(first) + ROW_GROUP_ROWS, int(end), ROW_GROUP_ROWS))
     return sorted(set(starts))
