@@ -26,6 +26,7 @@ Usage::
     python benchmarks/ingest.py [--duration 10] [--senders 2] [--inflight 1]
                                 [--points-per-request 1000] [--spans-per-request 500]
                                 [--series 100] [--probes 20] [--dir PATH] [--profile]
+                                [--flush on|off]
 
 Prints one JSON line.
 """
@@ -268,9 +269,10 @@ def run_phase(kind: str, receiver: _Receiver, senders: int, args: dict[str, int]
     for proc in procs:
         proc.start()
     barrier.wait(timeout=180)  # every sender is connected and has built its request
-    cpu_before = receiver.cpu_s()
+    cpu_before, flush_before = receiver.cpu_s(), receiver.children_cpu_s()
     outcomes = [results.get(timeout=args["duration"] + 180) for _ in procs]
     cpu = receiver.cpu_s() - cpu_before
+    flush_cpu = receiver.children_cpu_s() - flush_before
     for proc in procs:
         proc.join(30)
         if proc.exitcode != 0:
@@ -288,10 +290,16 @@ def run_phase(kind: str, receiver: _Receiver, senders: int, args: dict[str, int]
         "ack_p99_ms": _percentile(latencies, 0.99),
         "wall_s": wall,
         "receiver_cpu_s": cpu,
+        "flush_cpu_s": flush_cpu,
     }
 
 
 # -- the receiver --------------------------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _free_port() -> int:
@@ -303,12 +311,14 @@ def _free_port() -> int:
 class _Receiver:
     """``otel-audio serve`` in a subprocess on free ports; optionally under a per-thread profiler."""
 
-    def __init__(self, directory: Path, profile_to: Path | None) -> None:
+    def __init__(self, directory: Path, profile_to: Path | None, flush: bool = True) -> None:
         self.grpc_port, self.http_port, self.api_port = _free_port(), _free_port(), _free_port()
         config = directory / "serve.yaml"
+        # --flush off: the head keeps everything (WAL only), to measure ingest without block writing.
+        blocks = "" if flush else "  blocks:\n    flush_interval_s: 86400\n    head_max_bytes: 17179869184\n"
         config.write_text(
             f"server:\n  grpc_port: {self.grpc_port}\n  http_port: {self.http_port}\n"
-            f"  api_port: {self.api_port}\nstorage:\n  data_dir: {directory / 'data'}\n"
+            f"  api_port: {self.api_port}\nstorage:\n  data_dir: {directory / 'data'}\n{blocks}"
         )
         if profile_to is None:
             command = [sys.executable, "-m", "otel_audio.cli", "serve", "--config", str(config)]
@@ -331,8 +341,19 @@ class _Receiver:
         return int(line.split()[1]) / 1024
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        return _cpu_s(self.process.pid)
+
+    def children_cpu_s(self) -> float:
+        """CPU of the receiver's live child processes (the store's flush process)."""
+        total = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                total += _cpu_s(int(stat.parent.name))
+        return total
 
     def stop(self) -> int:
         """SIGTERM: the receiver drains, closes the WAL and exits (writing the profile, if any)."""
@@ -464,6 +485,12 @@ def main() -> int:
     parser.add_argument("--series", type=int, default=100, help="distinct series in the metrics request")
     parser.add_argument("--probes", type=int, default=20, help="ingest-to-queryable measurements")
     parser.add_argument("--dir", type=Path, default=None, help="where the data directory goes")
+    parser.add_argument(
+        "--flush",
+        choices=("on", "off"),
+        default="on",
+        help="off: no blocks are written during the run (ingest alone: WAL and head)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile the receiver; tables to stderr")
     parser.add_argument("--profile-out", type=Path, default=None, help="with --profile: keep the pstats file")
     parser.add_argument("--serve-profiled", nargs=2, metavar=("OUT", "CONFIG"), help=argparse.SUPPRESS)
@@ -478,7 +505,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="otel-audio-ingest-", dir=args.dir) as tmp:
         directory = Path(tmp)
         profile_path = directory / "receiver.prof" if args.profile else None
-        receiver = _Receiver(directory, profile_path)
+        receiver = _Receiver(directory, profile_path, args.flush == "on")
         try:
             sizes = {
                 "duration": args.duration,
@@ -513,6 +540,9 @@ def main() -> int:
         "refused_requests": metrics["refused"] + traces["refused"],
         "receiver_cpu_per_s_metrics": round(metrics["receiver_cpu_s"] / metrics["wall_s"], 2),
         "receiver_cpu_per_s_traces": round(traces["receiver_cpu_s"] / traces["wall_s"], 2),
+        "flush_process_cpu_per_s_metrics": round(metrics["flush_cpu_s"] / metrics["wall_s"], 2),
+        "flush_process_cpu_per_s_traces": round(traces["flush_cpu_s"] / traces["wall_s"], 2),
+        "flush": args.flush,
         "receiver_rss_mb": round(rss_mb, 1),
         "senders": args.senders,
         "inflight_per_sender": args.inflight,
