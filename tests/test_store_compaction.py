@@ -20,7 +20,7 @@ from otel_audio.processors.base import (
     series_id,
 )
 from otel_audio.store import compaction
-from otel_audio.store.blocks import read_metric_block, write_metric_block
+from otel_audio.store.blocks import open_block_meta, read_metric_block, write_metric_block
 from otel_audio.store.compaction import (
     compact_log_partition,
     compact_metric_partition,
@@ -394,3 +394,18 @@ def test_a_single_span_block_is_left_alone(tmp_path: Path) -> None:
     assert compact_span_partition(tmp_path) is None
     assert compact_log_partition(tmp_path) is None
     assert [p.name for p in tmp_path.iterdir()] == ["a.parquet"]
+
+
+def test_merges_are_bounded_by_max_rows_and_lose_nothing(tmp_path: Path) -> None:
+    points = mixed_points()
+    write_by_hours(tmp_path, points, minutes=30)
+    sizes = [open_block_meta(b).rows for b in metric_blocks(tmp_path)]
+    assert len(sizes) == 4
+    limit = sizes[0] + sizes[1]  # room for two blocks per merge, not three
+
+    compact_metric_partition(tmp_path, max_rows=limit)
+
+    merged = [open_block_meta(b) for b in metric_blocks(tmp_path)]
+    assert len(merged) == 2 and all(m.rows <= limit for m in merged)
+    assert_same_points(pa.concat_tables([read_metric_block(m.path)[0] for m in merged]), points)
+    assert compact_metric_partition(tmp_path, max_rows=limit) is None  # nothing left that fits

@@ -266,3 +266,30 @@ def test_the_flush_process_rebuilds_from_the_wal_what_the_head_held(tmp_path):
             assert_same_answers(answers(by_process, q), expected)
             assert_same_answers(answers(in_thread, q), expected)
     assert QueryEngine(by_process).get_trace(f"{9:032x}").num_rows == 1
+
+
+def test_retention_and_compaction_run_in_the_flush_process(tmp_path):
+    reference, tiered = loaded(tmp_path, hours=26, flush_every=2)
+    tiered.close()
+    day = tmp_path / "blocks" / "raw" / "2025-11-19"
+    assert len([p for p in day.iterdir() if p.is_dir()]) > 1
+    (tmp_path / "wal").mkdir()
+    store = TieredStore(
+        tmp_path,
+        wal_dir=tmp_path / "wal",
+        retention=RetentionConfig.from_mapping({"raw": "2d"}),
+        maintenance_interval_ns=MIN,
+    )
+    try:
+        later = END + 25 * HOUR
+        store.tick(later)
+        store.tick(later + MIN)
+        store.wait(60)
+        assert store._pool is not None  # the work went to the flush process
+        assert len([p for p in day.iterdir() if p.is_dir()]) == 1
+        assert sorted(p.name for p in (tmp_path / "blocks" / "raw").iterdir()) == ["2025-11-19"]
+        # From 23 h before END: the counters' previous points (an hour back) are in the kept day.
+        q = RangeQuery("bench.frames", END - 23 * HOUR, END, 15 * S, agg="increase", group_by=("stage",))
+        assert_same_answers(answers(store, q, now=later), answers(reference, q))
+    finally:
+        store.close()

@@ -80,6 +80,8 @@ from otel_audio.store.trace_blocks import (
 # A day has ended and one more hour has passed: the head's last flush of the day is in.
 DEFAULT_MIN_AGE_NS = DAY_NS + 3600 * 10**9
 COMPACTED_PREFIX = "compacted-"  # names of merged blocks: compacted-<uuid hex>[.parquet]
+# Points one metric merge holds in memory (~40-100 bytes each in Arrow): 20M is ~1-2 GB.
+MAX_MERGED_ROWS = 20_000_000
 
 _DAY_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EPOCH = dt.date(1970, 1, 1)
@@ -89,31 +91,51 @@ _TMP = ".tmp"
 # -- metrics ---------------------------------------------------------------------------------------
 
 
-def compact_metric_partition(partition: Path, *, tier: str = "raw") -> BlockMeta | None:
-    """Merge every metric block of ``partition`` into one block; return its meta.
+def compact_metric_partition(
+    partition: Path, *, tier: str = "raw", max_rows: int = MAX_MERGED_ROWS
+) -> BlockMeta | None:
+    """Merge the metric blocks of ``partition`` into as few blocks as ``max_rows`` allows.
 
-    Returns None (and changes nothing but ``*.tmp`` leftovers) when the partition holds fewer
-    than two blocks.
+    Blocks are taken in name order (flush order) and merged in runs whose points add up to at
+    most ``max_rows``, so the memory a merge needs stays bounded however much a day holds
+    (a busy day becomes a few large blocks instead of one). Returns the meta of the last
+    merged block, or None (changing nothing but ``*.tmp`` leftovers) when no run holds two
+    blocks.
 
     Args:
         partition: a day partition directory, e.g. ``<root>/blocks/raw/2024-05-01``.
         tier: the tier every block of the partition was written with; the merged block gets it.
+        max_rows: the most points one merge reads and writes.
 
     Raises:
         ValueError: a block of the partition was written with another tier.
     """
     partition = Path(partition)
     _remove_leftovers(partition, lambda p: p.is_dir() and not p.is_symlink() and p.name.endswith(_TMP))
-    sources = metric_blocks(partition)
-    if len(sources) < 2:
-        return None
-    for source in sources:
-        found = open_block_meta(source).tier
-        if found != tier:
+    metas = [open_block_meta(source) for source in metric_blocks(partition)]
+    for meta in metas:
+        if meta.tier != tier:
             raise ValueError(
-                f"block {source} has tier {found!r} in its {META_FILE}; compacting {partition} "
+                f"block {meta.path} has tier {meta.tier!r} in its {META_FILE}; compacting {partition} "
                 f"as tier {tier!r} would mix resolutions (pass the partition's tier)"
             )
+    merged = None
+    for run in _runs(metas, max_rows):
+        merged = _merge_blocks(partition, [meta.path for meta in run], tier)
+    return merged
+
+
+def _runs(metas: list[BlockMeta], max_rows: int) -> list[list[BlockMeta]]:
+    """Consecutive blocks whose rows add up to at most ``max_rows``; only runs of two or more."""
+    runs: list[list[BlockMeta]] = [[]]
+    for meta in metas:
+        if runs[-1] and sum(m.rows for m in runs[-1]) + meta.rows > max_rows:
+            runs.append([])
+        runs[-1].append(meta)
+    return [run for run in runs if len(run) > 1]
+
+
+def _merge_blocks(partition: Path, sources: list[Path], tier: str) -> BlockMeta:
     parts = [read_metric_block(source) for source in sources]
     points, series, exemplars = (pa.concat_tables([part[i] for part in parts]) for i in range(3))
     points = points.take(_first_rows(points, points.column_names))

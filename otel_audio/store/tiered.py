@@ -233,11 +233,9 @@ class TieredStore:
         prior = self.checkpoint.seq
         carry = cat.index_dir(self.root) / "carry" / f"{cat.flush_name(prior)}.parquet" if prior else None
         if self._wal_dir is not None and self._background:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             args = (self.root, name, self._wal_dir, cut.lsns, cut.extras, cut.new_series, carry)
             try:
-                entries = self._pool.submit(flush_wal_range, *args).result()
+                entries = self._flush_process().submit(flush_wal_range, *args).result()
             except BrokenProcessPool:
                 self._pool = None  # started again at the retry
                 raise
@@ -257,22 +255,21 @@ class TieredStore:
             self._committed.notify_all()
 
     def _maintain(self, now: int) -> None:
-        dropped = drop_expired(self.root, now, self.retention)
-        compacted = 0
-        for partition in partitions_to_compact(self.root, now, min_age_ns=self._compact_min_age):
-            tier = partition.parent.name
-            if tier == "raw":
-                compact_metric_partition(partition, tier="raw")
-                compact_span_partition(partition)
-                compact_log_partition(partition)
-            else:
-                compact_rollup_partition(partition)
-            compacted += 1
+        args = (self.root, now, self.retention, self._compact_min_age)
+        if self._wal_dir is not None and self._background:  # in the flush process, off the GIL
+            dropped, compacted = self._flush_process().submit(maintain, *args).result()
+        else:
+            dropped, compacted = maintain(*args)
         if dropped or compacted:
             catalog = cat.scan(self.root)
             with self._lock:
                 self._catalog = catalog
-            _log.info("retention dropped %d partitions; compacted %d", len(dropped), compacted)
+            _log.info("retention dropped %d partitions; compacted %d", dropped, compacted)
+
+    def _flush_process(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
 
     # -- reader side ---------------------------------------------------------------------------
 
@@ -334,3 +331,22 @@ class TieredStore:
         out["blocks"] = {"files": len(catalog.entries), "bytes": catalog.bytes_on_disk()}
         out["checkpoint_lsn"] = self.checkpoint.lsn
         return out
+
+
+def maintain(root: Path, now: int, retention: RetentionConfig, compact_min_age_ns: int) -> tuple[int, int]:
+    """Retention, then compaction of finished days; (partitions dropped, partitions compacted).
+
+    Runs in the flush process when there is one: merging a day of blocks is the heaviest work
+    the store does, and it must not take the receiver's GIL.
+    """
+    dropped = drop_expired(root, now, retention)
+    compacted = 0
+    for partition in partitions_to_compact(root, now, min_age_ns=compact_min_age_ns):
+        if partition.parent.name == "raw":
+            compact_metric_partition(partition, tier="raw")
+            compact_span_partition(partition)
+            compact_log_partition(partition)
+        else:
+            compact_rollup_partition(partition)
+        compacted += 1
+    return len(dropped), compacted
