@@ -125,9 +125,10 @@ def compact_metric_partition(
     return merged
 
 
-def _runs(metas: list[BlockMeta], max_rows: int) -> list[list[BlockMeta]]:
-    """Consecutive blocks whose rows add up to at most ``max_rows``; only runs of two or more."""
-    runs: list[list[BlockMeta]] = [[]]
+def _runs(metas: Sequence[Any], max_rows: int) -> list[list[Any]]:
+    """Consecutive blocks (anything with ``rows``) whose rows add up to at most ``max_rows``;
+    only runs of two or more."""
+    runs: list[list[Any]] = [[]]
     for meta in metas:
         if runs[-1] and sum(m.rows for m in runs[-1]) + meta.rows > max_rows:
             runs.append([])
@@ -187,19 +188,20 @@ def trace_block_files(partition: Path, kind: str) -> list[Path]:
 
 def _compact_files(partition: Path, kind: str, meta_type: type, schema: pa.Schema, key: list[str]):
     _remove_leftovers(partition, lambda p: p.is_file() and p.name.startswith(".") and p.name.endswith(_TMP))
-    sources = trace_block_files(partition, kind)
-    if len(sources) < 2:
-        return None
-    rows = pa.concat_tables(
-        [
-            pq.read_table(path).replace_schema_metadata(None).select(schema.names).cast(schema)
-            for path in sources
-        ]
-    )
-    rows = rows.take(_first_rows(rows, key))
-    write = write_span_block if meta_type is SpanBlockMeta else write_log_block
-    merged = write(_new_name(partition, ".parquet"), rows)
-    _retire(sources, os.unlink)
+    metas = [read_block_meta(path) for path in trace_block_files(partition, kind)]
+    merged = None
+    for run in _runs(metas, MAX_MERGED_ROWS):
+        sources = [meta.path for meta in run]
+        rows = pa.concat_tables(
+            [
+                pq.read_table(path).replace_schema_metadata(None).select(schema.names).cast(schema)
+                for path in sources
+            ]
+        )
+        rows = rows.take(_first_rows(rows, key))
+        write = write_span_block if meta_type is SpanBlockMeta else write_log_block
+        merged = write(_new_name(partition, ".parquet"), rows)
+        _retire(sources, os.unlink)
     return merged
 
 
