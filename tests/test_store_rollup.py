@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_audio.store import histograms as hist
+from otel_audio.store import rollup as rollup_module
 from otel_audio.store.rollup import (
     HOUR_NS,
     MINUTE_NS,
@@ -488,3 +491,142 @@ def test_exponential_null_bucket_lists_are_empty():
     assert rows.column("exp_positive_counts").to_pylist() == [[2], []]
     minute, _ = rollup(batch.points, batch.series, MINUTE_NS)
     assert_tables_match(rollup_rollups(rows, MINUTE_NS), minute)
+
+
+# -- the plain path (gauges, sums) equals the generic one bit for bit -------------------------------
+
+PLAIN_KINDS = ("gauge", "counter", "updown", "delta")
+
+
+@contextmanager
+def generic_path():
+    """Every point through the histogram-capable path, as before the plain one existed."""
+    rollup_module._FAST = False
+    try:
+        yield
+    finally:
+        rollup_module._FAST = True
+
+
+@st.composite
+def plain_dataset(draw, mixed: bool = False):
+    """A MetricBatch of 1-4 gauge and sum series (and, ``mixed``, histogram-like ones too) whose
+    points may repeat a time, have NaN values or no recorded value, and span many windows."""
+    kinds = PLAIN_KINDS + (KINDS[4:] if mixed else ())
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rows, pts = [], []
+    for i in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(kinds))
+        n = draw(st.integers(1, 300))
+        span_s = draw(st.sampled_from([120, 3600, 6 * 3600]))
+        seconds = np.sort(rng.integers(0, span_s, n))  # repeats: duplicate timestamps
+        s = _series_row(kind, i)
+        rows.append(s)
+        for p in make_points(kind, s, [int(t) * S for t in seconds], rng):
+            if kind in PLAIN_KINDS and rng.random() < 0.05:
+                p = {**p, "value": float("nan")}
+            pts.append(p)
+    order = rng.permutation(len(pts))
+    return metric_batch(rows, [pts[k] for k in order])
+
+
+def assert_identical(actual: pa.Table, expected: pa.Table) -> None:
+    """Same schema, rows, order, nulls and, for floats, the same bits (-0.0 is not 0.0)."""
+    assert actual.schema == expected.schema
+    assert actual.num_rows == expected.num_rows
+    for name in expected.schema.names:
+        a, e = actual.column(name), expected.column(name)
+        assert a.equals(e), name
+        if pa.types.is_floating(e.type):
+            bits = [pc.fill_null(c, 0.0).to_numpy().view(np.int64) for c in (a, e)]
+            assert np.array_equal(*bits), name
+
+
+def _both_paths(fn):
+    fast = fn()
+    with generic_path():
+        generic = fn()
+    return fast, generic
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batch=plain_dataset(mixed=False) | plain_dataset(mixed=True),
+    window_ns=st.sampled_from([S, MINUTE_NS, HOUR_NS]),
+)
+def test_plain_path_equals_the_generic_path(batch, window_ns):
+    (rows, carry), (expected, expected_carry) = _both_paths(
+        lambda: rollup(batch.points, batch.series, window_ns)
+    )
+    assert_identical(rows, expected)
+    assert carry.points.equals(expected_carry.points)
+    assert carry.skipped_late == expected_carry.skipped_late
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batch=plain_dataset(mixed=False) | plain_dataset(mixed=True),
+    cut=st.floats(0, 1),
+    overlap=st.floats(0, 0.5),
+    window_ns=st.sampled_from([MINUTE_NS, HOUR_NS]),
+)
+def test_plain_path_equals_the_generic_path_across_runs_with_late_points(batch, cut, overlap, window_ns):
+    t = batch.points.column("time_unix_nano").to_numpy()
+    lo, hi = int(t.min()), int(t.max())
+    cut_ns = lo + int((hi - lo) * cut)
+    first = batch.points.filter(pa.array(t < cut_ns))
+    # the second run repeats some of the first run's points: late against the carry
+    second = batch.points.filter(pa.array(t >= cut_ns - int((hi - lo) * overlap)))
+
+    def runs():
+        rows1, carry = rollup(first, batch.series, window_ns)
+        rows2, carry = rollup(second, batch.series, window_ns, carry)
+        return rows1, rows2, carry
+
+    (rows1, rows2, carry), (exp1, exp2, expected_carry) = _both_paths(runs)
+    assert_identical(rows1, exp1)
+    assert_identical(rows2, exp2)
+    assert carry.points.equals(expected_carry.points)
+    assert carry.skipped_late == expected_carry.skipped_late
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=plain_dataset(mixed=False) | plain_dataset(mixed=True), cut=st.floats(0, 1))
+def test_plain_merges_equal_the_generic_merges(batch, cut):
+    t = batch.points.column("time_unix_nano").to_numpy()
+    cut_ns = int(t.min() + (t.max() - t.min()) * cut)
+    rows1, carry = rollup(batch.points.filter(pa.array(t < cut_ns)), batch.series, MINUTE_NS)
+    rows2, _ = rollup(batch.points.filter(pa.array(t >= cut_ns)), batch.series, MINUTE_NS, carry)
+    minutes = pa.concat_tables([rows1, rows2])
+    for fn in (
+        lambda: merge_rollups(minutes, MINUTE_NS),
+        lambda: rollup_rollups(minutes, HOUR_NS),
+        lambda: merge_rollups(minutes, 5 * MINUTE_NS, 7 * S),
+    ):
+        assert_identical(*_both_paths(fn))
+
+
+def test_plain_path_keeps_many_points_of_one_window_bit_for_bit():
+    # enough points per window that the sums are pairwise, not sequential
+    g, c = series("g"), series("c", "sum", temporality="cumulative", monotonic=True)
+    rng = np.random.default_rng(7)
+    pts = [
+        {"s": g, "time_unix_nano": k * 10**7, "value": float(x)} for k, x in enumerate(rng.normal(size=1000))
+    ]
+    pts += [
+        {"s": c, "time_unix_nano": k * 10**7, "value": float(x), "start_time_unix_nano": 0}
+        for k, x in enumerate(np.cumsum(rng.random(1000) * 0.1))
+    ]
+    batch = metric_batch([g, c], pts)
+    assert_identical(*(r[0] for r in _both_paths(lambda: rollup(batch.points, batch.series, MINUTE_NS))))
+
+
+def test_negative_zero_survives_the_plain_path():
+    g = series("g")
+    batch = metric_batch(
+        [g], [{"s": g, "time_unix_nano": S, "value": -0.0}, {"s": g, "time_unix_nano": 2 * S, "value": 0.0}]
+    )
+    rows, _ = rollup(batch.points, batch.series, MINUTE_NS)
+    with generic_path():
+        expected, _ = rollup(batch.points, batch.series, MINUTE_NS)
+    assert_identical(rows, expected)

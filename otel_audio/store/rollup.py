@@ -89,6 +89,10 @@ _KIND_CODE = {
 _FLOATS = ("sum", "min", "max", "last", "increase", "sum_increase", "hist_min", "hist_max")
 _INTS = ("count", "first_time_ns", "last_time_ns", "last_start_time_ns")
 
+# Rows without histograms (gauges, sums, summaries) skip the histogram machinery; tests turn this
+# off to compare that plain path with the generic one.
+_FAST = True
+
 
 @dataclass(frozen=True)
 class Carry:
@@ -133,37 +137,69 @@ def rollup(
     # carry rows first: each precedes every kept point of its series and only serves as "previous"
     pts = pa.concat_tables([_conform(carry.points), _conform(points)])
     is_carry = np.r_[np.ones(n_carry, bool), np.zeros(points.num_rows, bool)]
-    sid = pts.column("series_id").to_numpy().astype(np.uint64)
-    t = pts.column("time_unix_nano").to_numpy().astype(np.int64)
+    sid = _i(pts, "series_id", np.uint64)
+    t = _i(pts, "time_unix_nano")
     kind, delta, monotonic = _series_info(series, sid)
     v = _f(pts, "value")
     keep = (_i(pts, "flags") & 1) == 0
-    keep &= ~(((kind == _GAUGE) | (kind == _SUM)) & np.isnan(v))
+    keep &= ~((kind <= _SUM) & np.isnan(v))
     late = _late(sid, t, is_carry) & keep
     keep &= ~late
-    order = np.flatnonzero(keep)[np.lexsort((~is_carry[keep], t[keep], sid[keep]))]
-    pts, sid, t, kind, delta, monotonic, v, is_carry = (
-        pts.take(order),
-        sid[order],
-        t[order],
-        kind[order],
-        delta[order],
-        monotonic[order],
-        v[order],
-        is_carry[order],
+    kept = np.flatnonzero(keep)
+    # a stable sort: a carried point precedes the kept points of its time (only late ones share it)
+    order = kept[np.lexsort((t[kept], sid[kept]))]
+    sid, t, kind, delta, monotonic, v, is_carry = (
+        a[order] for a in (sid, t, kind, delta, monotonic, v, is_carry)
     )
     if sid.size == 0:
         return ROLLUP_SCHEMA.empty_table(), Carry(carry.points, skipped_late=int(late.sum()))
     new_series = np.r_[True, sid[1:] != sid[:-1]]
     last_of_series = np.r_[np.flatnonzero(new_series)[1:], sid.size] - 1
-    next_carry = Carry(pts.take(last_of_series), skipped_late=int(late.sum()))
-
-    points_rows = _point_rows(pts, sid, t, kind, delta, monotonic, v, ~new_series)
+    next_carry = Carry(pts.take(order[last_of_series]), skipped_late=int(late.sum()))
     own = ~is_carry
     if not own.any():
         return ROLLUP_SCHEMA.empty_table(), next_carry
-    points_rows.window_start = t  # _merge puts each point in the window holding its time
-    return _to_table(_merge(points_rows, window_ns, 0, own)), next_carry
+
+    # gauges and sums (most points) take the plain path; series of other kinds the histogram one
+    plain = kind <= _SUM if _FAST else np.zeros(sid.size, bool)
+    parts = []
+    if plain.any():
+        sel = slice(None) if plain.all() else np.flatnonzero(plain)
+        st = _i(pts, "start_time_unix_nano")[order[sel]]
+        parts.append(
+            _plain_rows(
+                sid[sel],
+                t[sel],
+                st,
+                v[sel],
+                kind[sel] == _SUM,
+                delta[sel],
+                monotonic[sel],
+                new_series[sel],
+                is_carry[sel],
+                window_ns,
+            )
+        )
+    if not plain.all():
+        sel = np.flatnonzero(~plain)
+        if own[sel].any():
+            points_rows = _point_rows(
+                pts.take(order[sel]),
+                sid[sel],
+                t[sel],
+                kind[sel],
+                delta[sel],
+                monotonic[sel],
+                v[sel],
+                ~new_series[sel],
+            )
+            points_rows.window_start = t[sel]  # _merge puts each point in the window holding its time
+            parts.append(_to_table(_merge(points_rows, window_ns, 0, own[sel])))
+    if len(parts) == 1:
+        return parts[0], next_carry
+    rows = pa.concat_tables(parts)
+    by_series = np.lexsort((_i(rows, "window_start_ns"), _i(rows, "series_id", np.uint64)))
+    return rows.take(by_series), next_carry
 
 
 def merge_rollups(rollups: pa.Table, window_ns: int, origin_ns: int = 0) -> pa.Table:
@@ -249,14 +285,21 @@ def _merge(rows: _Rows, window_ns: int, origin_ns: int, keep: np.ndarray | None 
         "last_time_ns": i["last_time_ns"][last],
         "last_start_time_ns": i["last_start_time_ns"][last],
     }
-    # members in last_time order: the newest member's bounds are the row's bounds
-    has_bounds, bounds, has_counts, counts, mixed = rh.merge_explicit(
-        order, starts, rows.has_bounds, rows.bounds, rows.has_counts, rows.bucket_counts, rows.mixed
-    )
-    owner, scale, cat, index, count = (a[gid[rows.exp[0]] >= 0] for a in rows.exp)
-    group_scale, group, cat, index, count = hist.grouped_merge_exponential(
-        gid[owner], scale, cat, index, count, n
-    )
+    if _FAST and not rows.has_bounds.any():
+        has_bounds, has_counts, mixed = (np.zeros(n, bool) for _ in range(3))
+        bounds, counts = rh.Lists.empty(n, np.float64), rh.Lists.empty(n, np.int64)
+    else:
+        # members in last_time order: the newest member's bounds are the row's bounds
+        has_bounds, bounds, has_counts, counts, mixed = rh.merge_explicit(
+            order, starts, rows.has_bounds, rows.bounds, rows.has_counts, rows.bucket_counts, rows.mixed
+        )
+    if _FAST and rows.exp[0].size == 0:
+        group = group_scale = cat = index = count = np.zeros(0, np.int64)
+    else:
+        owner, scale, cat, index, count = (a[gid[rows.exp[0]] >= 0] for a in rows.exp)
+        group_scale, group, cat, index, count = hist.grouped_merge_exponential(
+            gid[owner], scale, cat, index, count, n
+        )
     return _Rows(
         sid[starts],
         win[starts],
@@ -313,12 +356,68 @@ def _point_rows(pts, sid, t, kind, delta, monotonic, v, has_prev) -> _Rows:
     )
 
 
+def _plain_rows(sid, t, st, v, is_sum, delta, monotonic, first, is_carry, window_ns: int) -> pa.Table:
+    """Rollup rows of gauge and sum points sorted by (series, time), carried points leading their series.
+
+    The rows :func:`_point_rows` and :func:`_merge` give, bit for bit, without the histogram work:
+    the same reset rule on shifted values, the same ``reduceat`` sums over the same runs of values.
+    """
+    n = sid.size
+    diff = np.zeros(n, bool)
+    np.equal(st[1:], st[:-1], out=diff[1:])
+    diff[1:] &= ~(monotonic[1:] & (v[1:] < v[:-1]))
+    diff &= ~first & ~delta
+    increase = v.copy()
+    np.subtract(v[1:], v[:-1], out=increase[1:], where=diff[1:])
+    increase[~is_sum] = np.nan
+    window = np.floor_divide(t, window_ns) * window_ns
+    # a carried point is a group of its own, dropped below: it only served as the previous point
+    bound = first | is_carry
+    bound[1:] |= is_carry[:-1] | (window[1:] != window[:-1])
+    starts = np.flatnonzero(bound)
+    own = ~is_carry[starts]
+    first_pos = starts[own]
+    last_pos = np.r_[starts[1:], n][own] - 1
+    floats = {
+        "sum": np.add.reduceat(v, starts)[own],
+        "min": np.fmin.reduceat(v, starts)[own],
+        "max": np.fmax.reduceat(v, starts)[own],
+        "last": v[last_pos],
+        "increase": np.add.reduceat(increase, starts)[own],
+    }
+    ints = {
+        "count": last_pos - first_pos + 1,
+        "first_time_ns": t[first_pos],
+        "last_time_ns": t[last_pos],
+        "last_start_time_ns": st[last_pos],
+    }
+    return _plain_table(sid[first_pos], window[first_pos], window_ns, floats, ints)
+
+
 # -- table conversions -----------------------------------------------------------------------------
+
+
+def _plain_table(sid, window_start, window_ns, floats: dict, ints: dict) -> pa.Table:
+    """``ROLLUP_SCHEMA`` rows without histograms; float columns missing from ``floats`` are null."""
+    n = sid.size
+    columns = {
+        "series_id": pa.array(sid, pa.uint64()),
+        "window_start_ns": pa.array(window_start, pa.int64()),
+        "window_ns": pa.array(np.broadcast_to(window_ns, n), pa.int64()),
+        **{k: pa.array(ints[k], pa.int64()) for k in _INTS},
+        **{k: pa.array(floats[k], pa.float64(), from_pandas=True) for k in floats},
+    }
+    return pa.table(
+        [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in ROLLUP_SCHEMA],
+        schema=ROLLUP_SCHEMA,
+    )
 
 
 def _to_table(rows: _Rows) -> pa.Table:
     n = rows.sid.size
     is_exp = rows.is_exp
+    if _FAST and not (rows.has_bounds.any() or is_exp.any() or rows.exp[0].size):
+        return _plain_table(rows.sid, rows.window_start, rows.window_ns, rows.floats, rows.ints)
     exp_scale, zero, sides = rh.dense_exponential(n, is_exp, rows.exp)
 
     def opt(values: np.ndarray, mask: np.ndarray, typ: pa.DataType) -> pa.Array:
@@ -346,6 +445,15 @@ def _to_table(rows: _Rows) -> pa.Table:
 
 def _from_table(table: pa.Table) -> _Rows:
     table = table.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA)
+    n = table.num_rows
+    if _FAST and not _has_histograms(table):
+        no = np.zeros(n, bool)
+        floats, ints = {k: _f(table, k) for k in _FLOATS}, {k: _i(table, k) for k in _INTS}
+        empty_floats, empty_ints = rh.Lists.empty(n, np.float64), rh.Lists.empty(n, np.int64)
+        exp = tuple(np.zeros(0, np.int64) for _ in range(5))
+        window_start, width = _i(table, "window_start_ns"), _i(table, "window_ns")
+        sid = _i(table, "series_id", np.uint64)
+        return _Rows(sid, window_start, width, floats, ints, no, empty_floats, no, empty_ints, no, no, exp)
     has_bounds = pc.is_valid(table.column("bounds")).to_numpy(zero_copy_only=False)
     counts_col = table.column("bucket_counts")
     has_counts = has_bounds & pc.is_valid(counts_col).to_numpy(zero_copy_only=False)
@@ -366,6 +474,18 @@ def _from_table(table: pa.Table) -> _Rows:
     )
 
 
+def _has_histograms(table: pa.Table) -> bool:
+    """Whether some row has explicit bounds, an exponential scale or exponential buckets."""
+    if table.column("bounds").null_count < table.num_rows:
+        return True
+    if table.column("exp_scale").null_count < table.num_rows:
+        return True
+    return any(
+        (pc.sum(pc.list_value_length(table.column(f"exp_{side}_counts"))).as_py() or 0) > 0
+        for side in ("positive", "negative")
+    )
+
+
 # -- helpers ---------------------------------------------------------------------------------------
 
 
@@ -379,11 +499,17 @@ def _conform(points: pa.Table) -> pa.Table:
 
 
 def _f(table: pa.Table, name: str, fill: float = np.nan) -> np.ndarray:
-    return pc.fill_null(table.column(name), fill).to_numpy().astype(np.float64)
+    column = table.column(name)
+    if column.null_count:
+        column = pc.fill_null(column, fill)
+    return column.to_numpy().astype(np.float64, copy=False)
 
 
-def _i(table: pa.Table, name: str) -> np.ndarray:
-    return pc.fill_null(table.column(name), 0).to_numpy().astype(np.int64)
+def _i(table: pa.Table, name: str, dtype=np.int64) -> np.ndarray:
+    column = table.column(name)
+    if column.null_count:
+        column = pc.fill_null(column, 0)
+    return column.to_numpy().astype(dtype, copy=False)
 
 
 def _late(sid: np.ndarray, t: np.ndarray, is_carry: np.ndarray) -> np.ndarray:

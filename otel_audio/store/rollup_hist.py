@@ -48,6 +48,11 @@ class Lists:
         return np.repeat(np.arange(self.offsets.size - 1), self.lengths)
 
     @classmethod
+    def empty(cls, n: int, dtype) -> Lists:
+        """``n`` empty lists."""
+        return cls(np.zeros(n + 1, np.int64), np.zeros(0, dtype))
+
+    @classmethod
     def of_column(cls, column: pa.ChunkedArray | pa.Array, keep: np.ndarray, dtype) -> Lists:
         """The lists of an Arrow list column; rows not in ``keep`` (and nulls) get empty lists."""
         lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
