@@ -2,7 +2,7 @@
 
 A rollup file is one plain Parquet file of ``ROLLUP_SCHEMA`` rows (:mod:`~otel_audio.store.rollup`)
 of one tier, in the tier's day partition ``<root>/blocks/<tier>/<YYYY-MM-DD>/``
-(:func:`~otel_audio.store.retention.partition_dir`). Layout:
+(:func:`~otel_audio.store.retention.partition_dir`), stored as :data:`ROLLUP_FILE_SCHEMA`. Layout:
 
 - rows sorted by ``series_id`` then ``window_start_ns`` (recorded as the file's
   ``sorting_columns``): a series' windows are adjacent and each row group covers a narrow range of
@@ -13,34 +13,58 @@ of one tier, in the tier's day partition ``<root>/blocks/<tier>/<YYYY-MM-DD>/``
   ``otel_audio.rollups`` (kind ``"rollups"``, format, tier, window, window-start range, rows), so
   a file is self-describing and is told apart from span and log blocks (``otel_audio.block``).
 
-**Encodings, by measurement.** One day and a half of the synthetic set (100 series x 20,000
-points at 10 s, ``benchmarks/synth_metrics.py``; the counter series as a monotonic cumulative
-sum) rolled up into 333,400 one-minute rows, zstd level 15 unless said otherwise, bytes per row:
+**Float columns as decimal integers** (format 2). The float columns (``sum``, ``min``, ``max``,
+``last``, ``increase``, ``sum_increase``, ``hist_min``, ``hist_max``) are most of a row and are
+mostly decimals in disguise, as raw values are. Each is stored as the columns of
+:mod:`~otel_audio.store.value_codec` (``<name>_scale``, ``_int``, ``_delta``, ``_float``), chains
+restarting at each series and row group, with two additions of that module:
 
-=============================================================  ======  =====
-layout                                                          1m      1h
-=============================================================  ======  =====
-pyarrow defaults (every column dictionary-encoded), zstd 15     11.37   14.94
-chosen: see below (as written, without the Arrow schema)        7.89    11.30
-the same with the Arrow schema stored (base of the rows below)  7.94    11.81
-  the same with BYTE_STREAM_SPLIT floats                        10.03   15.03
-  the same with dictionary-encoded floats                       9.67    14.73
-  the same with PLAIN time columns                              10.49   11.93
-  the same with row groups of 16,384 / 131,072 rows             8.06 / 7.88
-  the same at zstd level 1 / 9 / 19                             9.28 / 8.74 / 7.86
-=============================================================  ======  =====
+- *residuals* for ``sum``, ``increase`` and ``sum_increase``: a sum of decimals is often a few
+  ulps off a decimal (``0.1 + 0.2``); it is stored as the decimal's integer plus
+  ``<name>_residual``, the exact difference, instead of as a float exception (23 % of the sums);
+- *bases*: ``max`` and ``min`` store their integer minus that of ``last`` (a counter's max is its
+  last: 0), ``sum`` minus that of ``min + max + last`` (``last`` for one point, ``min + max`` for
+  two), ``sum_increase`` and a sum's ``increase`` minus the step of ``last`` (a counter's
+  increase is that step: 0). ``min`` and ``max`` are always raw differences, never deltas.
 
-Chosen: ``DELTA_BINARY_PACKED`` for the four time columns (regular windows and scrapes give
-near-constant deltas); dictionary encoding for ``series_id`` (long runs after sorting),
-``window_ns``, ``count``, ``mixed_bounds`` and ``exp_scale`` (few distinct values); PLAIN for the
-float columns. BYTE_STREAM_SPLIT, which helps noisy floats, costs a quarter more here: rollup
-floats come from decimal values (sum, min, max and last of 0.1-step readings), whose repeated
-byte patterns zstd finds in PLAIN pages. List columns stay PLAIN (pyarrow 26 loses rows of
-DELTA_BINARY_PACKED list columns in tiny row groups, see :mod:`~otel_audio.store.blocks`). Level 15
-writes about 300,000 rows/s on a 2-core machine: 1 % larger than level 19 in half its time.
-Statistics are written only for ``series_id`` and ``window_start_ns``, the columns readers prune
-by. Nothing in the file needs otel-audio to read: ``pyarrow.parquet.read_table`` or DuckDB's
-``read_parquet`` give the rows (``docs/storage-format.md``, "Rollup files").
+:func:`decode_rollups` turns the stored columns back into ``ROLLUP_SCHEMA`` rows bit for bit
+(NaN, infinities, -0.0 and nulls included); ``docs/storage-format.md`` ("Rollup files") has the
+layout and a DuckDB view that decodes it. Format 1 files (the ``ROLLUP_SCHEMA`` columns as they
+are) are still read, and compaction rewrites them in format 2.
+
+**By measurement.** One day and a half of the synthetic set (100 series x 20,000 points at 10 s,
+``benchmarks/synth_metrics.py``; the counter series as a monotonic cumulative sum) rolled up into
+333,400 one-minute rows (one file), bytes per row:
+
+=================================================================  ======  =====
+layout                                                              1m      1h
+=================================================================  ======  =====
+format 1: float columns PLAIN, zstd 15                              7.89    11.30
+value_codec columns, ints and floats BYTE_STREAM_SPLIT, zstd 15     5.48    8.84
+  the same with PLAIN / DELTA_BINARY_PACKED ints                    6.81 / 5.72
++ residuals of sums                                                 4.80    7.97
++ bases of min, max, sum (differences zigzag-encoded)               4.33    7.82
++ bases of increase, sum_increase                                   4.15    7.53
++ min, max always raw, residuals BYTE_STREAM_SPLIT, zstd 19          4.06    7.38
+  the same with row groups of 131,072 rows                          4.01
+=================================================================  ======  =====
+
+``benchmarks/storage.py``, which writes one file per tier and UTC day, gives 3.94 bytes per
+1-minute row (format 1: 8.24) and 12.2 per 1-hour row (14.9; a day of 1-hour rows is small and
+pays the footer of 47 columns). The remaining bytes are near the entropy of the data: per row,
+a 1-decimal lognormal latency costs 6.2 bytes, a counter 2.8, a random walk 2.7. Kept: 65,536
+rows per row group (a one-series read decodes one group). Level 19 writes 333,400 rows in
+0.7 s on a 2-core machine, half the time format 1 took at level 15 (fewer bytes to compress).
+Reading costs the decoding: all 333,400 rows 48 -> 110 ms, one series of them 6.4 -> 9.5 ms
+(:func:`read_rollups` decodes only the asked series of a row group; a series keeps its chains).
+
+Other choices: ``DELTA_BINARY_PACKED`` for the four time columns (regular windows and scrapes
+give near-constant deltas; as offsets from the window start they would save under 0.02 bytes);
+dictionary encoding for ``series_id`` (long runs after sorting), ``window_ns``, ``count``,
+``mixed_bounds``, ``exp_scale`` and the scales; columns that are all null stay PLAIN. List
+columns stay PLAIN (pyarrow 26 loses rows of DELTA_BINARY_PACKED list columns in tiny row
+groups, see :mod:`~otel_audio.store.blocks`). Statistics are written only for ``series_id`` and
+``window_start_ns``, the columns readers prune by.
 
 **Writes** are atomic and durable as for span blocks: ``.<name>.<uuid>.tmp`` in the same
 directory, fsync, rename, fsync of the directory. A crash leaves the whole file or none (and at
@@ -84,14 +108,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from otel_audio.store import value_codec
 from otel_audio.store.rollup import HOUR_NS, MINUTE_NS, ROLLUP_SCHEMA, merge_rollups
 from otel_audio.store.trace_blocks import ReadStats
 
 META_KEY = b"otel_audio.rollups"
 KIND = "rollups"
-FORMAT = "otel-audio/rollups/1"
-ROLLUP_ROW_GROUP_ROWS = 65_536  # measured: 8.06 B/row at 16,384, 7.94 at 65,536, 7.88 at 131,072
-ZSTD_LEVEL = 15
+FORMAT = "otel-audio/rollups/2"
+FORMAT_V1 = "otel-audio/rollups/1"  # ROLLUP_SCHEMA columns as they are; still read
+ROLLUP_ROW_GROUP_ROWS = 65_536  # measured: 4.06 B/row, 4.01 at 131,072 (coarser pruning)
+ZSTD_LEVEL = 19
 COMPACTED_PREFIX = "compacted-"  # merged files: compacted-<uuid hex>.parquet, as compaction.py names them
 
 # The rollup tiers of otel_audio.store.tiers (not imported: it imports the query engine, which reads
@@ -100,7 +126,42 @@ TIER_WINDOWS = {"1m": MINUTE_NS, "1h": HOUR_NS}
 _KEY = ("series_id", "window_start_ns")
 _TIMES = ("window_start_ns", "first_time_ns", "last_time_ns", "last_start_time_ns")
 _DICTIONARY = ("series_id", "window_ns", "count", "mixed_bounds", "exp_scale")
+# The float columns, each stored as value_codec columns <name>_scale, _int, _delta, _float (and
+# _residual): name -> (residuals, the columns whose integers are its base).
+_FLOATS = {
+    "last": (False, ()),
+    "max": (False, ("last",)),
+    "min": (False, ("last",)),
+    "sum": (True, ("min", "max", "last")),
+    "sum_increase": (True, ("last",)),
+    "increase": (True, ("last", "sum_increase")),
+    "hist_min": (False, ()),
+    "hist_max": (False, ()),
+}
+_BASES = ("last", "min", "max")  # the columns whose integers are bases of others
 _TMP = ".tmp"
+_PARTS = ("scale", "int", "delta", "float")
+_PART_TYPES = {
+    "scale": pa.int8(),
+    "int": pa.int64(),
+    "delta": pa.bool_(),
+    "float": pa.float64(),
+    "residual": pa.float64(),
+}
+
+
+def _stored_parts(name: str) -> tuple[str, ...]:
+    return (*_PARTS, "residual") if _FLOATS[name][0] else _PARTS
+
+
+def _file_fields(field: pa.Field) -> list[pa.Field]:
+    if field.name not in _FLOATS:
+        return [field]
+    return [pa.field(f"{field.name}_{part}", _PART_TYPES[part]) for part in _stored_parts(field.name)]
+
+
+# The columns of a version-2 file: ROLLUP_SCHEMA with each float column replaced by its codec columns.
+ROLLUP_FILE_SCHEMA = pa.schema([f for field in ROLLUP_SCHEMA for f in _file_fields(field)])
 
 
 @dataclass(frozen=True)
@@ -205,8 +266,9 @@ def _conform(rows: pa.Table) -> pa.Table:
     return rows.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA).combine_chunks()
 
 
-def _write_atomic(path: Path, table: pa.Table, fields: dict[str, Any], row_group_rows: int) -> None:
+def _write_atomic(path: Path, rows: pa.Table, fields: dict[str, Any], row_group_rows: int) -> None:
     meta = json.dumps({"kind": KIND, "format": FORMAT, **fields}).encode()
+    table = encode_rollups(rows, row_group_rows)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}{_TMP}"
     try:
         with pq.ParquetWriter(
@@ -214,11 +276,8 @@ def _write_atomic(path: Path, table: pa.Table, fields: dict[str, Any], row_group
             table.schema,
             compression="zstd",
             compression_level=ZSTD_LEVEL,
-            use_dictionary=list(_DICTIONARY),
-            column_encoding=dict.fromkeys(_TIMES, "DELTA_BINARY_PACKED"),
-            write_statistics=list(_KEY),
-            sorting_columns=[pq.SortingColumn(ROLLUP_SCHEMA.get_field_index(c)) for c in _KEY],
             store_schema=False,  # the Parquet logical types say it all; ~1 KB less per file
+            **_encodings(table),
         ) as writer:
             writer.write_table(table, row_group_size=row_group_rows)
             writer.add_key_value_metadata({META_KEY: meta})  # without store_schema, not taken from the schema
@@ -228,6 +287,106 @@ def _write_atomic(path: Path, table: pa.Table, fields: dict[str, Any], row_group
         tmp.unlink(missing_ok=True)
         raise
     _fsync(path.parent)
+
+
+def _encodings(table: pa.Table) -> dict[str, Any]:
+    """Writer options by column; all-null columns stay PLAIN (an encoder costs bytes even empty)."""
+    empty = {
+        c
+        for c, column in zip(table.column_names, table.columns, strict=True)
+        if column.null_count == len(column)
+    }
+    dictionary = [*_DICTIONARY, *(f"{name}_scale" for name in _FLOATS)]
+    encoding = dict.fromkeys(_TIMES, "DELTA_BINARY_PACKED")
+    for name in _FLOATS:
+        for part in _stored_parts(name)[1:]:
+            if part != "delta":
+                encoding[f"{name}_{part}"] = "BYTE_STREAM_SPLIT"
+    return {
+        "use_dictionary": [c for c in dictionary if c not in empty],
+        "column_encoding": {c: e for c, e in encoding.items() if c not in empty},
+        "write_statistics": list(_KEY),
+        "sorting_columns": [pq.SortingColumn(ROLLUP_FILE_SCHEMA.get_field_index(c)) for c in _KEY],
+    }
+
+
+def encode_rollups(rows: pa.Table, row_group_rows: int = ROLLUP_ROW_GROUP_ROWS) -> pa.Table:
+    """``ROLLUP_FILE_SCHEMA`` columns of ``ROLLUP_SCHEMA`` rows sorted by series and window start,
+    chains restarting every ``row_group_rows`` rows (at each row group of the file)."""
+    sid = rows.column("series_id").to_numpy()
+    series_starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+    times = rows.column("window_start_ns").to_numpy()
+    restarts = np.arange(0, rows.num_rows, row_group_rows)
+    stored: dict[str, pa.Array] = {"count": rows.column("count").combine_chunks()}
+    integers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, (residuals, _) in _FLOATS.items():
+        base = _base(name, stored, integers)
+        coded = value_codec.encode(
+            rows.column(name).combine_chunks(),
+            series_starts,
+            times,
+            restarts,
+            residuals=residuals,
+            base=base,
+            deltas=name not in ("min", "max"),  # measured: raw differences from last are smaller
+        )
+        for part in _stored_parts(name):
+            stored[f"{name}_{part}"] = coded[f"value_{part}"]
+        if name in _BASES:
+            integers[name] = value_codec.decode_integers(
+                coded["value_scale"], coded["value_int"], coded["value_delta"], base
+            )
+    arrays = [stored[f.name] if f.name in stored else rows.column(f.name) for f in ROLLUP_FILE_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=ROLLUP_FILE_SCHEMA)
+
+
+def decode_rollups(stored: pa.Table) -> pa.Table:
+    """``ROLLUP_SCHEMA`` rows from the rows of a version-2 file (whole row groups, in file order)."""
+    columns = {name: stored.column(name).combine_chunks() for name in stored.column_names}
+    integers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    values: dict[str, pa.Array] = {}
+    for name in _FLOATS:
+        parts = [columns[f"{name}_{part}"] for part in _stored_parts(name)]
+        base = _base(name, columns, integers)
+        if name in _BASES:
+            integers[name] = value_codec.decode_integers(*parts[:3], base)
+        values[name] = value_codec.decode(*parts, base=base, integers=integers.get(name))
+    arrays = [values[f.name] if f.name in values else columns[f.name] for f in ROLLUP_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=ROLLUP_SCHEMA)
+
+
+def _base(
+    name: str, stored: dict[str, pa.Array], integers: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The base (value_codec) of float column ``name``, from the columns stored before it.
+
+    ``min``, ``max``: the integer of ``last``. ``sum``: that of ``last`` (one point), ``min + max``
+    (two points: the sum itself) or ``min + max + last``, where the three share a scale.
+    ``sum_increase``, and ``increase`` where ``sum_increase`` is null (sums, not histograms): the
+    step of ``last`` from the row before, where ``last`` is stored as a delta. Scale -1: no base.
+    """
+    if name in ("min", "max"):
+        return integers["last"]
+    if name == "sum":
+        count = stored["count"].fill_null(0).to_numpy(zero_copy_only=False)
+        (min_scale, n_min), (max_scale, n_max), (last_scale, n_last) = (
+            integers["min"],
+            integers["max"],
+            integers["last"],
+        )
+        same = (min_scale == max_scale) & (max_scale == last_scale)
+        n = np.where(count == 1, n_last, np.where(count == 2, n_min + n_max, n_min + n_max + n_last))
+        return np.where(same, last_scale, -1).astype(np.int8), n
+    if name in ("sum_increase", "increase"):
+        scale, _ = integers["last"]
+        z = stored["last_int"].fill_null(0).to_numpy(zero_copy_only=False)
+        step = (z >> 1) ^ -(z & 1)
+        has = stored["last_delta"].fill_null(False).to_numpy(zero_copy_only=False)
+        if name == "increase":  # histograms and summaries: increase counts, last is their sum
+            has = has & ~stored["sum_increase_scale"].is_valid().to_numpy(zero_copy_only=False)
+            has &= ~stored["sum_increase_float"].is_valid().to_numpy(zero_copy_only=False)
+        return np.where(has, scale, -1).astype(np.int8), step
+    return None
 
 
 def _fsync(path: Path) -> None:
@@ -251,15 +410,30 @@ def read_rollup_meta(path: Path) -> RollupBlockMeta:
 
 
 def _meta(path: Path, md: pq.FileMetaData) -> RollupBlockMeta:
+    fields = _fields(path, md)
+    fields.pop("format")
+    return _meta_of(path, fields)
+
+
+def _fields(path: Path, md: pq.FileMetaData) -> dict[str, Any]:
     raw = (md.metadata or {}).get(META_KEY)
     if raw is None:
         raise ValueError(
             f"{path} is not an otel-audio rollup file (no {META_KEY.decode()} key-value metadata)"
         )
     fields = json.loads(raw)
-    if fields.pop("kind", None) != KIND or fields.pop("format", None) != FORMAT:
-        raise ValueError(f"{path} holds rollups of another format than {FORMAT!r}: {raw.decode()}")
-    return _meta_of(path, fields)
+    if fields.pop("kind", None) != KIND or fields.get("format") not in (FORMAT, FORMAT_V1):
+        raise ValueError(
+            f"{path} holds rollups of another format than {FORMAT!r} or {FORMAT_V1!r}: {raw.decode()}"
+        )
+    return fields
+
+
+def _rows(path: Path, md: pq.FileMetaData, stored: pa.Table) -> pa.Table:
+    """``ROLLUP_SCHEMA`` rows of whole row groups read from a file of either format."""
+    if _fields(path, md)["format"] == FORMAT_V1:
+        return stored.replace_schema_metadata(None).cast(ROLLUP_SCHEMA)
+    return decode_rollups(stored)
 
 
 def read_rollups(
@@ -298,13 +472,14 @@ def read_rollups(
             table = file.read_row_groups(keep, use_threads=False)
             stats.row_groups_read += len(keep)
             stats.rows_read += table.num_rows
-            parts.append(table.replace_schema_metadata(None).cast(ROLLUP_SCHEMA))
+            if ids is not None:  # whole series keep whole chains: decode only the asked ones
+                wanted = np.isin(table["series_id"].to_numpy(), ids)
+                table = table if wanted.all() else table.filter(pa.array(wanted))
+            parts.append(_rows(Path(path), file.metadata, table))
     if not parts:
         return ROLLUP_SCHEMA.empty_table()
     table = pa.concat_tables(parts)
     mask = np.ones(table.num_rows, dtype=bool)
-    if ids is not None:
-        mask &= np.isin(table["series_id"].to_numpy(), ids)
     starts = table["window_start_ns"].to_numpy()
     if start_ns is not None:
         mask &= starts >= start_ns
@@ -403,9 +578,7 @@ def compact_rollup_partition(partition: Path) -> RollupBlockMeta | None:
             f"rollup files of tiers {tiers} in one partition {partition}; each tier has its own "
             "partitions (blocks/<tier>/<day>), so a file is misplaced"
         )
-    rows = pa.concat_tables(
-        [pq.read_table(path).replace_schema_metadata(None).cast(ROLLUP_SCHEMA) for path in sources]
-    )
+    rows = pa.concat_tables([_rows(path, pq.read_metadata(path), pq.read_table(path)) for path in sources])
     merged = _write(
         partition / f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet",
         merge_rollups(rows, metas[0].window_ns),

@@ -29,6 +29,27 @@ A chain is a run of integer rows of one series that starts at a row with ``value
 encoder starts one at the first integer row of each series and of each ``restarts`` segment (the
 blocks' row groups, so each row group decodes alone). Decoding: within each chain the integer is the
 running sum of ``value_int``; the value is that integer divided by ``10**value_scale``.
+
+**Residuals** (``encode(..., residuals=True)``, used by rollup files, not by metric blocks). A sum
+of decimals is often not a decimal itself: ``0.1 + 0.2`` is ``0.30000000000000004``, one unit in
+the last place (ulp) above ``0.3``. With residuals, a value within :data:`MAX_RESIDUAL_ULPS` ulps of
+``n / 10**d`` is an integer row too, with a fifth column:
+
+- ``value_residual`` float64: ``v - n / 10**d`` (exact, as both are within a factor of two), null
+  where ``n / 10**d`` is already ``v``.
+
+The value is then ``n / 10**d + value_residual``: IEEE addition returns the exact sum when it is
+representable, which ``v`` is, so any IEEE double arithmetic (numpy, DuckDB) decodes bit for bit;
+the encoder checks it row by row all the same. Residuals are a few ulps, so their mantissas are
+nearly all zero bits and cost little. The scale is then the smallest one with the most values
+exact or within reach of a residual.
+
+**Bases** (``encode(..., base=(scale, n))``, rollup files). Columns of one row often move
+together: the max of a window is near its last value, and a counter's max is its last. A base is
+the integer ``n`` and scale of another column of the same row (:func:`decode_integers`); where the
+row's scale equals the base's, ``value_int`` stores ``n`` minus the base's integer, before the
+raw-or-delta choice, and zigzag-encoded where it starts a chain too (a min is below its base).
+The decoder adds the base back after the running sum.
 """
 
 from __future__ import annotations
@@ -39,6 +60,7 @@ import pyarrow as pa
 MAX_SCALE = 6  # 10**6: micro-units; beyond that values are rarely decimals
 _POW10 = np.array([10.0**d for d in range(MAX_SCALE + 1)])  # exact doubles
 _MAX_EXACT = 2**53  # integers up to this are exact in float64
+MAX_RESIDUAL_ULPS = 256  # sums of decimals are measured within 3 ulps of their decimal
 
 
 def detect_scale(values: np.ndarray) -> int | None:
@@ -55,6 +77,10 @@ def encode(
     series_starts: np.ndarray,
     times: np.ndarray | None = None,
     restarts: np.ndarray | None = None,
+    *,
+    residuals: bool = False,
+    base: tuple[np.ndarray, np.ndarray] | None = None,
+    deltas: bool = True,
 ) -> dict[str, pa.Array]:
     """Encode ``values`` (float64, nulls allowed) of rows sorted by series then time.
 
@@ -64,8 +90,13 @@ def encode(
         times: the rows' timestamps; a row with the same timestamp as the previous row of its series
             is stored as an exception, so ordering rows by (series, time) decodes unambiguously.
         restarts: more row indices where every chain restarts (row-group starts).
+        residuals: also store values near a decimal as integers, with ``value_residual``.
+        base: ``(scale, n)`` per row, as :func:`decode_integers` gives them (scale -1: none); a row
+            at the base's scale stores its integer minus the base's.
+        deltas: False: every series raw, no estimate (differences from a base are small already).
 
-    Returns the columns ``value_scale``, ``value_int``, ``value_delta``, ``value_float``.
+    Returns the columns ``value_scale``, ``value_int``, ``value_delta``, ``value_float`` (and
+    ``value_residual`` with ``residuals``).
     """
     arr = pa.array(values, type=pa.float64()) if not isinstance(values, pa.Array) else values
     rows = len(arr)
@@ -76,16 +107,22 @@ def encode(
     series_starts = np.asarray(series_starts, dtype=np.int64)
     if rows == 0:
         return _columns(
-            np.zeros(0, bool), np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0, bool), arr
+            np.zeros(0, bool),
+            np.zeros(0, np.int8),
+            np.zeros(0, np.int64),
+            np.zeros(0, bool),
+            arr,
+            np.zeros(0) if residuals else None,
         )
     lengths = np.diff(np.append(series_starts, rows))
     series_of_row = np.repeat(np.arange(len(series_starts)), lengths)
 
-    counts = _exact_counts(np.where(valid, v, np.nan), series_starts)  # (scales, series)
+    scaled = _near if residuals else _scaled
+    counts = _exact_counts(np.where(valid, v, np.nan), series_starts, scaled)  # (scales, series)
     best = counts.max(axis=0)
     scale_of_series = np.argmax(counts == best, axis=0).astype(np.int8)
     scale = scale_of_series[series_of_row]
-    n, exact = _scaled(v, _POW10[scale])
+    n, exact = scaled(v, _POW10[scale])
     exact &= valid & (best > 0)[series_of_row]
     if times is not None:
         times = np.asarray(times)
@@ -102,45 +139,103 @@ def encode(
     segment = np.cumsum(bounds)
     idx = np.flatnonzero(exact)
     x = n[idx]
+    based = np.zeros(len(idx), dtype=bool)
+    if base is not None:
+        based = (np.asarray(base[0]) == scale)[idx]
+        x = x - np.where(based, np.asarray(base[1], dtype=np.int64)[idx], 0)
     chain_start = np.ones(len(idx), dtype=bool)
     chain_start[1:] = segment[idx[1:]] != segment[idx[:-1]]
     step = np.zeros(len(idx), dtype=np.int64)
     step[1:] = x[1:] - x[:-1]
 
-    use_delta = _delta_is_smaller(x, step, chain_start, series_of_row[idx], len(series_starts))
+    if deltas:
+        use_delta = _delta_is_smaller(x, step, chain_start, series_of_row[idx], len(series_starts))
+    else:
+        use_delta = np.zeros(len(series_starts), dtype=bool)
     delta = use_delta[series_of_row[idx]] & ~chain_start
     ints = np.zeros(rows, dtype=np.int64)
-    ints[idx] = np.where(delta, (step << 1) ^ (step >> 63), x)  # deltas zigzag-encoded
+    # deltas zigzag-encoded, and the differences from a base that start a chain (of either sign)
+    ints[idx] = np.where(delta, (step << 1) ^ (step >> 63), np.where(based, (x << 1) ^ (x >> 63), x))
     delta_col = np.zeros(rows, dtype=bool)
     delta_col[idx] = delta
-    return _columns(exact, scale, ints, delta_col, arr)
+    residual = None
+    if residuals:
+        with np.errstate(invalid="ignore"):
+            residual = np.where(exact, v - n.astype(np.float64) / _POW10[scale], 0.0)
+    return _columns(exact, scale, ints, delta_col, arr, residual)
 
 
 def decode(
-    value_scale: pa.Array, value_int: pa.Array, value_delta: pa.Array, value_float: pa.Array
+    value_scale: pa.Array,
+    value_int: pa.Array,
+    value_delta: pa.Array,
+    value_float: pa.Array,
+    value_residual: pa.Array | None = None,
+    base: tuple[np.ndarray, np.ndarray] | None = None,
+    integers: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pa.Array:
-    """The float64 values back from the four columns, rows in the order they were encoded."""
+    """The float64 values back from the four (or five, with residuals) columns, rows in the order
+    they were encoded; ``base`` as given to :func:`encode`, ``integers`` what
+    :func:`decode_integers` gave for these columns (computed when not given)."""
     rows = len(value_scale)
     if rows == 0:
         return pa.array([], type=pa.float64())
+    if value_scale.null_count == rows and value_float.null_count == rows:
+        return pa.nulls(rows, pa.float64())
+    scale, ints = integers or decode_integers(value_scale, value_int, value_delta, base)
+    is_int = scale >= 0
+    floats = value_float.fill_null(0.0).to_numpy(zero_copy_only=False)
+    decimal = ints.astype(np.float64) / _POW10[np.maximum(scale, 0)]
+    if value_residual is not None and value_residual.null_count < rows:
+        # Only rows with a residual: adding 0.0 would turn a -0.0 into 0.0.
+        has = value_residual.is_valid().to_numpy(zero_copy_only=False)
+        residual = value_residual.fill_null(0.0).to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            decimal = np.where(has, decimal + residual, decimal)
+    out = np.where(is_int, decimal, floats)
+    missing = ~is_int & ~value_float.is_valid().to_numpy(zero_copy_only=False)
+    return pa.array(out, type=pa.float64(), mask=missing if missing.any() else None)
+
+
+def decode_integers(
+    value_scale: pa.Array,
+    value_int: pa.Array,
+    value_delta: pa.Array,
+    base: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, n)`` per row: the scale (int8, -1 for exceptions and nulls) and the decoded integer
+    ``n`` (0 where there is none), so that the value is ``n / 10**scale`` (plus any residual)."""
+    rows = len(value_scale)
+    if value_scale.null_count == rows:
+        return np.full(rows, -1, dtype=np.int8), np.zeros(rows, dtype=np.int64)
     is_int = value_scale.is_valid().to_numpy(zero_copy_only=False)
-    scale = value_scale.fill_null(0).to_numpy(zero_copy_only=False).astype(np.intp)
+    scale = np.where(is_int, value_scale.fill_null(0).to_numpy(zero_copy_only=False), -1).astype(np.int8)
     x = value_int.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     continues = value_delta.fill_null(False).to_numpy(zero_copy_only=False)
-    x = np.where(continues, (x >> 1) ^ -(x & 1), x)  # undo the zigzag of deltas
     starts = (value_delta.fill_null(True).to_numpy(zero_copy_only=False) == 0) & is_int
+    zigzag = continues
+    if base is not None:
+        zigzag = continues | (starts & (np.asarray(base[0]) == scale))
+    x = np.where(zigzag, (x >> 1) ^ -(x & 1), x)  # undo the zigzag of deltas and based starts
     # Running sum within chains; int64 arithmetic wraps, but every true result fits, so it is exact.
-    total = np.cumsum(x)
     start_rows = np.flatnonzero(starts)
-    if len(start_rows):
+    if not continues.any():  # every integer row starts its own chain: nothing to sum
+        ints = x
+    elif len(start_rows):
+        total = np.cumsum(x)
         chain = np.maximum(np.cumsum(starts) - 1, 0)  # rows before the first start are exceptions
         ints = total - (total[start_rows] - x[start_rows])[chain]
     else:
         ints = x
-    floats = value_float.fill_null(0.0).to_numpy(zero_copy_only=False)
-    out = np.where(is_int, ints.astype(np.float64) / _POW10[scale], floats)
-    missing = ~is_int & ~value_float.is_valid().to_numpy(zero_copy_only=False)
-    return pa.array(out, type=pa.float64(), mask=missing if missing.any() else None)
+    if base is not None:
+        ints = ints + _offset(base, is_int, scale)
+    return scale, np.where(is_int, ints, 0)
+
+
+def _offset(base: tuple[np.ndarray, np.ndarray], is_int: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The base's integer where the row is an integer row at the base's scale, else 0."""
+    base_scale, base_int = base
+    return np.where(is_int & (np.asarray(base_scale) == scale), np.asarray(base_int, dtype=np.int64), 0)
 
 
 def _scaled(v: np.ndarray, power: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -153,13 +248,26 @@ def _scaled(v: np.ndarray, power: np.ndarray | float) -> tuple[np.ndarray, np.nd
     return n, fits & (back.view(np.int64) == v.view(np.int64))
 
 
-def _exact_counts(v: np.ndarray, series_starts: np.ndarray) -> np.ndarray:
+def _near(v: np.ndarray, power: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """``round(v * power)`` as int64, and whether it decodes to ``v`` with a residual: ``v`` is
+    within MAX_RESIDUAL_ULPS of ``n / power`` and ``n / power + (v - n / power)`` has ``v``'s bits."""
+    n, exact = _scaled(v, power)
+    with np.errstate(invalid="ignore", over="ignore"):
+        fits = np.abs(np.rint(v * power)) <= _MAX_EXACT
+        back = n.astype(np.float64) / power
+        again = back + (v - back)
+    ulps = v.view(np.int64) - back.view(np.int64)  # of opposite signs: huge, or caught by ``again``
+    near = fits & (np.abs(ulps) <= MAX_RESIDUAL_ULPS) & (ulps > -MAX_RESIDUAL_ULPS - 1)
+    return n, exact | (near & (again.view(np.int64) == v.view(np.int64)))
+
+
+def _exact_counts(v: np.ndarray, series_starts: np.ndarray, scaled=_scaled) -> np.ndarray:
     """For each scale (rows) and series (columns): how many values round-trip at that scale."""
     out = np.zeros((MAX_SCALE + 1, len(series_starts)), dtype=np.int64)
     if len(v) == 0:
         return out
     for d in range(MAX_SCALE + 1):
-        _, exact = _scaled(v, _POW10[d])
+        _, exact = scaled(v, _POW10[d])
         out[d] = np.add.reduceat(exact.astype(np.int64), series_starts)
     return out
 
@@ -189,10 +297,15 @@ def _delta_is_smaller(
 
 
 def _columns(
-    exact: np.ndarray, scale: np.ndarray, ints: np.ndarray, delta: np.ndarray, values: pa.Array
+    exact: np.ndarray,
+    scale: np.ndarray,
+    ints: np.ndarray,
+    delta: np.ndarray,
+    values: pa.Array,
+    residual: np.ndarray | None = None,
 ) -> dict[str, pa.Array]:
     mask = ~exact
-    return {
+    columns = {
         "value_scale": pa.array(scale.astype(np.int8), type=pa.int8(), mask=mask),
         "value_int": pa.array(ints, type=pa.int64(), mask=mask),
         "value_delta": pa.array(delta, type=pa.bool_(), mask=mask),
@@ -200,6 +313,10 @@ def _columns(
         if values.null_count == 0
         else _float_exceptions(values, exact),
     }
+    if residual is not None:
+        # null where the integer alone is exact; -0.0 residuals (v == n / 10**d) are such rows too
+        columns["value_residual"] = pa.array(residual, type=pa.float64(), mask=~exact | (residual == 0.0))
+    return columns
 
 
 def _float_exceptions(values: pa.Array, exact: np.ndarray) -> pa.Array:
