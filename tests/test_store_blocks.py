@@ -433,7 +433,7 @@ def test_small_histogram_blocks_keep_every_point(tmp_path: Path, points_in_block
 
 
 def test_reading_only_some_columns_gives_the_same_rows_with_the_rest_null(tmp_path: Path) -> None:
-    path, points = write_mixed(tmp_path)
+    path, _ = write_mixed(tmp_path)
     full = blocks.read_block_points(path)
     some = blocks.read_block_points(path, columns=["value", "flags"])
     for name in ("series_id", "time_unix_nano", "flags"):

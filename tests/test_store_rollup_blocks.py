@@ -631,3 +631,15 @@ def test_two_rows_of_one_window_in_a_file_decode_in_either_order(tmp_path: Path)
     assert got.to_pylist() == by_key(sources).to_pylist()
     in_duckdb = duckdb_rollups([tmp_path / "both.parquet"])
     assert merge_rollups(in_duckdb, MINUTE_NS).to_pylist() == merge_rollups(sources, MINUTE_NS).to_pylist()
+
+
+def test_compaction_merges_in_runs_bounded_by_max_rows(tmp_path: Path) -> None:
+    for i, sid in enumerate([1, 2, 3, 4]):
+        write_rollup_block(tmp_path / f"f{i}.parquet", gauge_rows([sid], 10), tier="1m")
+    everything = read_rollups(sorted(tmp_path.iterdir()))
+
+    compact_rollup_partition(tmp_path, max_rows=20)  # two files per merge
+
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 2 and all(read_rollup_meta(f).rows == 20 for f in files)
+    assert by_key(read_rollups(files)).to_pylist() == by_key(everything).to_pylist()

@@ -68,6 +68,7 @@ from otel_audio.store.blocks import (
     write_metric_block,
 )
 from otel_audio.store.rollup_blocks import is_rollup_file
+from otel_audio.store.runs import bounded_runs
 from otel_audio.store.tiers import DAY_NS
 from otel_audio.store.trace_blocks import (
     LogBlockMeta,
@@ -120,20 +121,9 @@ def compact_metric_partition(
                 f"as tier {tier!r} would mix resolutions (pass the partition's tier)"
             )
     merged = None
-    for run in _runs(metas, max_rows):
+    for run in bounded_runs(metas, max_rows):
         merged = _merge_blocks(partition, [meta.path for meta in run], tier)
     return merged
-
-
-def _runs(metas: Sequence[Any], max_rows: int) -> list[list[Any]]:
-    """Consecutive blocks (anything with ``rows``) whose rows add up to at most ``max_rows``;
-    only runs of two or more."""
-    runs: list[list[Any]] = [[]]
-    for meta in metas:
-        if runs[-1] and sum(m.rows for m in runs[-1]) + meta.rows > max_rows:
-            runs.append([])
-        runs[-1].append(meta)
-    return [run for run in runs if len(run) > 1]
 
 
 def _merge_blocks(partition: Path, sources: list[Path], tier: str) -> BlockMeta:
@@ -190,7 +180,7 @@ def _compact_files(partition: Path, kind: str, meta_type: type, schema: pa.Schem
     _remove_leftovers(partition, lambda p: p.is_file() and p.name.startswith(".") and p.name.endswith(_TMP))
     metas = [read_block_meta(path) for path in trace_block_files(partition, kind)]
     merged = None
-    for run in _runs(metas, MAX_MERGED_ROWS):
+    for run in bounded_runs(metas, MAX_MERGED_ROWS):
         sources = [meta.path for meta in run]
         rows = pa.concat_tables(
             [

@@ -110,6 +110,7 @@ import pyarrow.parquet as pq
 
 from otel_audio.store import value_codec
 from otel_audio.store.rollup import HOUR_NS, MINUTE_NS, ROLLUP_SCHEMA, merge_rollups
+from otel_audio.store.runs import bounded_runs
 from otel_audio.store.trace_blocks import ReadStats
 
 META_KEY = b"otel_audio.rollups"
@@ -546,8 +547,11 @@ def _parquet_files(partition: Path) -> list[Path]:
 # -- compaction ------------------------------------------------------------------------------------
 
 
-def compact_rollup_partition(partition: Path) -> RollupBlockMeta | None:
-    """Merge every rollup file of ``partition`` into one; rows of one (series, window) are merged.
+def compact_rollup_partition(partition: Path, max_rows: int = 20_000_000) -> RollupBlockMeta | None:
+    """Merge the rollup files of ``partition``; rows of one (series, window) are merged.
+
+    Files are merged in runs (name order) of at most ``max_rows`` rows, so a merge's memory is
+    bounded however busy the day was; a quiet day becomes one file.
 
     ``.*.tmp`` leftovers are deleted first, then files that a merged file replaces (left by a
     crash). Span and log blocks in the directory are left alone. Rows are merged, not
@@ -571,22 +575,24 @@ def compact_rollup_partition(partition: Path) -> RollupBlockMeta | None:
     metas = [meta for meta in every if meta.path.name not in replaced]
     if len(metas) < 2:
         return None
-    sources = [meta.path for meta in metas]
     tiers = sorted({meta.tier for meta in metas})
     if len(tiers) > 1:
         raise ValueError(
             f"rollup files of tiers {tiers} in one partition {partition}; each tier has its own "
             "partitions (blocks/<tier>/<day>), so a file is misplaced"
         )
-    rows = pa.concat_tables([_rows(path, pq.read_metadata(path), pq.read_table(path)) for path in sources])
-    merged = _write(
-        partition / f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet",
-        merge_rollups(rows, metas[0].window_ns),
-        tiers[0],
-        ROLLUP_ROW_GROUP_ROWS,
-        tuple(path.name for path in sources),
-    )
-    _retire(sources)
+    merged = None
+    for run in bounded_runs(metas, max_rows):
+        sources = [meta.path for meta in run]
+        rows = pa.concat_tables([_rows(p, pq.read_metadata(p), pq.read_table(p)) for p in sources])
+        merged = _write(
+            partition / f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet",
+            merge_rollups(rows, metas[0].window_ns),
+            tiers[0],
+            ROLLUP_ROW_GROUP_ROWS,
+            tuple(path.name for path in sources),
+        )
+        _retire(sources)
     return merged
 
 
