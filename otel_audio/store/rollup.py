@@ -27,6 +27,11 @@ The first point of a series in a run needs the point before it. :func:`rollup` t
 one, so consecutive runs give the same rows as one run over all the data (a window cut in two by
 the runs gives two rows that :func:`merge_rollups` joins).
 
+Gauge and sum points (most of them) take a plain path: windows by integer division and one
+``reduceat`` per column over the runs of (series, window), with no histogram work; histogram and
+summary series take the generic one, and merges and tables skip the histogram columns when no row
+has one. Both give the same rows bit for bit (``_FAST = False`` sends everything the generic way).
+
 Example::
 
     rows, carry = rollup(points, series, MINUTE_NS)            # first run, no history
