@@ -75,7 +75,7 @@ class BlocksConfig:
     """When the in-memory head becomes Parquet blocks, and how long each tier is kept."""
 
     flush_interval_s: int = 7200  # longest time data stays only in memory and the WAL
-    head_max_bytes: int = 512 * 1024 * 1024  # flush early above this much Arrow memory
+    head_max_bytes: int = 128 * 1024 * 1024  # flush early above this much Arrow memory
     maintenance_interval_s: int = 60  # retention and compaction
     retention: dict[str, Any] = field(default_factory=dict)  # {raw: 7d, 1m: 30d, 1h: 90d}
 

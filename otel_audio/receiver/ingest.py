@@ -176,9 +176,9 @@ class Ingestor:
 
     def _admit(self, signal: Signal, size: int, transport: str) -> None:
         reason = self._pressure()
-        if reason is not None:
+        if reason is not None:  # a flush catches up within seconds: a short retry delay
             self._refused(signal, transport, "overloaded", 0)
-            raise Overloaded(reason, self._retry_after_s)
+            raise Overloaded(reason, min(1, self._retry_after_s))
         with self._lock:
             if self._inflight and self._inflight + size > self._max_inflight:
                 self._refused(signal, transport, "overloaded", 0)

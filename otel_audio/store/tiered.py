@@ -97,7 +97,7 @@ class TieredStore:
         *,
         retention: RetentionConfig | None = None,
         flush_interval_ns: int = 2 * HOUR_NS,
-        head_max_bytes: int = 512 * 1024 * 1024,
+        head_max_bytes: int = 128 * 1024 * 1024,
         maintenance_interval_ns: int = 60 * 10**9,
         compact_min_age_ns: int = DEFAULT_MIN_AGE_NS,
         on_checkpoint: Callable[[int], object] | None = None,
@@ -295,16 +295,13 @@ class TieredStore:
 
     def pressure(self) -> str | None:
         """Why the store cannot take more now, or None: the head and the rows still being
-        flushed hold over twice ``head_max_bytes`` (a flush is behind ingest); memory stays
-        bounded and senders are told to retry, as OTLP exporters do."""
+        flushed hold over four times ``head_max_bytes`` (a flush is behind ingest); memory
+        stays bounded and senders are told to retry, as OTLP exporters do."""
         with self._lock:
             frozen = sum(cut.bytes for cut in self._frozen)
-        held = frozen + self._head.nbytes()
-        if held > 2 * self._head_max_bytes:
-            return (
-                f"the store holds {held} bytes in memory while blocks are written "
-                f"(limit {2 * self._head_max_bytes}); retry shortly"
-            )
+        held, limit = frozen + self._head.nbytes(), 4 * self._head_max_bytes
+        if held > limit:
+            return f"the store holds {held} bytes in memory while blocks are written (limit {limit})"
         return None
 
     def recent_series(self, since_ns: int) -> pa.Table:
