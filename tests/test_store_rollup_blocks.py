@@ -643,3 +643,24 @@ def test_compaction_merges_in_runs_bounded_by_max_rows(tmp_path: Path) -> None:
     files = sorted(tmp_path.iterdir())
     assert len(files) == 2 and all(read_rollup_meta(f).rows == 20 for f in files)
     assert by_key(read_rollups(files)).to_pylist() == by_key(everything).to_pylist()
+
+
+HISTOGRAM_ONLY = ("bounds", "bucket_counts", "mixed_bounds", "hist_min", "hist_max")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_reading_without_histograms_leaves_only_their_columns_null(tmp_path: Path, version: int) -> None:
+    rows = mixed_rows()
+    path = tmp_path / "f.parquet"
+    if version == 1:
+        write_v1(path, rows)
+    else:
+        write_rollup_block(path, rows, tier="1m")
+    full = read_rollups([path])
+    light = read_rollups([path], histograms=False)
+    assert light.schema == full.schema
+    for name in ROLLUP_SCHEMA.names:
+        if name in HISTOGRAM_ONLY or name.startswith("exp_"):
+            assert light.column(name).null_count == light.num_rows, name
+        else:
+            assert light.column(name).to_pylist() == full.column(name).to_pylist(), name

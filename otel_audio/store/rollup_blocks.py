@@ -140,6 +140,8 @@ _FLOATS = {
     "hist_max": (False, ()),
 }
 _BASES = ("last", "min", "max")  # the columns whose integers are bases of others
+# Stored columns only histograms fill (and their min/max fields): left unread for gauges and sums.
+_HISTOGRAM_PREFIXES = ("bounds", "bucket_counts", "mixed_bounds", "exp_", "hist_min", "hist_max")
 _TMP = ".tmp"
 _PARTS = ("scale", "int", "delta", "float")
 _PART_TYPES = {
@@ -347,12 +349,18 @@ def decode_rollups(stored: pa.Table) -> pa.Table:
     integers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     values: dict[str, pa.Array] = {}
     for name in _FLOATS:
+        if f"{name}_scale" not in columns:  # not read (histogram columns of a gauge query)
+            values[name] = pa.nulls(len(stored), pa.float64())
+            continue
         parts = [columns[f"{name}_{part}"] for part in _stored_parts(name)]
         base = _base(name, columns, integers)
         if name in _BASES:
             integers[name] = value_codec.decode_integers(*parts[:3], base)
         values[name] = value_codec.decode(*parts, base=base, integers=integers.get(name))
-    arrays = [values[f.name] if f.name in values else columns[f.name] for f in ROLLUP_SCHEMA]
+    arrays = [
+        values[f.name] if f.name in values else columns.get(f.name, pa.nulls(len(stored), f.type))
+        for f in ROLLUP_SCHEMA
+    ]
     return pa.Table.from_arrays(arrays, schema=ROLLUP_SCHEMA)
 
 
@@ -431,10 +439,23 @@ def _fields(path: Path, md: pq.FileMetaData) -> dict[str, Any]:
 
 
 def _rows(path: Path, md: pq.FileMetaData, stored: pa.Table) -> pa.Table:
-    """``ROLLUP_SCHEMA`` rows of whole row groups read from a file of either format."""
+    """``ROLLUP_SCHEMA`` rows of whole row groups read from a file of either format; columns
+    that were not read come back null."""
     if _fields(path, md)["format"] == FORMAT_V1:
-        return stored.replace_schema_metadata(None).cast(ROLLUP_SCHEMA)
+        stored, names = stored.replace_schema_metadata(None), set(stored.column_names)
+        arrays = [
+            stored.column(f.name).cast(f.type) if f.name in names else pa.nulls(len(stored), f.type)
+            for f in ROLLUP_SCHEMA
+        ]
+        return pa.Table.from_arrays(arrays, schema=ROLLUP_SCHEMA)
     return decode_rollups(stored)
+
+
+def _stored_names(schema: pa.Schema, histograms: bool) -> list[str] | None:
+    """The columns of a file to read; without histograms, none of their columns (None: all)."""
+    if histograms:
+        return None
+    return [name for name in schema.names if not name.startswith(_HISTOGRAM_PREFIXES)]
 
 
 def read_rollups(
@@ -444,9 +465,13 @@ def read_rollups(
     start_ns: int | None = None,
     end_ns: int | None = None,
     stats: ReadStats | None = None,
+    histograms: bool = True,
 ) -> pa.Table:
     """The ``ROLLUP_SCHEMA`` rows of ``paths`` of the given series with a window start in
     ``[start_ns, end_ns)``, sorted by series and window start; ``None`` places no condition.
+
+    ``histograms=False`` (gauges, sums) leaves the histogram columns unread and null: most of
+    a file's bytes when it also holds histogram series.
 
     Row groups whose ``series_id`` or ``window_start_ns`` statistics exclude the query are not
     read (``stats`` counts them). Rows are returned as stored: files not yet compacted may each
@@ -470,7 +495,8 @@ def read_rollups(
         ]
         stats.pruned_by_stats += file.metadata.num_row_groups - len(keep)
         if keep:
-            table = file.read_row_groups(keep, use_threads=False)
+            columns = _stored_names(file.schema_arrow, histograms)
+            table = file.read_row_groups(keep, columns=columns, use_threads=False)
             stats.row_groups_read += len(keep)
             stats.rows_read += table.num_rows
             if ids is not None:  # whole series keep whole chains: decode only the asked ones

@@ -151,7 +151,8 @@ def values_from_rollups(
         ids: the selected series; ``gidx[i]`` is the group of ``ids[i]``.
     """
     n = bucket_count(q)
-    rows = view.rollups(tier, ids, q.start_ns, q.start_ns + n * q.step_ns)
+    histograms = kind in ("histogram", "exponential_histogram", "summary")
+    rows = view.rollups(tier, ids, q.start_ns, q.start_ns + n * q.step_ns, histograms=histograms)
     return grouped_values(rows, ids, gidx, n_groups, q, kind)
 
 

@@ -72,7 +72,9 @@ class StoreView:
             parts.append(read_metric_block(path, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns)[2])
         return pa.concat_tables(parts).cast(EXEMPLARS_SCHEMA) if len(parts) > 1 else parts[0]
 
-    def rollups(self, tier: Tier, series_ids: np.ndarray, start_ns: int, end_ns: int) -> pa.Table:
+    def rollups(
+        self, tier: Tier, series_ids: np.ndarray, start_ns: int, end_ns: int, histograms: bool = True
+    ) -> pa.Table:
         """ROLLUP_SCHEMA rows of ``tier`` with window start in ``[start_ns, end_ns)``.
 
         A window cut by a flush has a row from each flush; ``merge_rollups`` (as the tier
@@ -81,7 +83,9 @@ class StoreView:
         paths = self.catalog.select("rollups", tier.name, start_ns, end_ns)
         if not paths:
             return ROLLUP_SCHEMA.empty_table()
-        return read_rollups(paths, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns)
+        return read_rollups(
+            paths, series_ids=series_ids, start_ns=start_ns, end_ns=end_ns, histograms=histograms
+        )
 
     def head_min_time(self, series_ids: np.ndarray) -> int | None:
         """The oldest head point of these series: data older than it is all in blocks."""
