@@ -117,6 +117,7 @@ META_KEY = b"otel_audio.rollups"
 KIND = "rollups"
 FORMAT = "otel-audio/rollups/2"
 FORMAT_V1 = "otel-audio/rollups/1"  # ROLLUP_SCHEMA columns as they are; still read
+METRIC_GROUP_ROWS = 8192  # a row group this long ends where the next metric's series begin
 ROLLUP_ROW_GROUP_ROWS = 65_536  # measured: 4.06 B/row, 4.01 at 131,072 (coarser pruning)
 ZSTD_LEVEL = 19
 COMPACTED_PREFIX = "compacted-"  # merged files: compacted-<uuid hex>.parquet, as compaction.py names them
@@ -204,7 +205,9 @@ def write_rollup_block(
         path: the new file, named ``*.parquet``; it must not exist.
         rows: rollup rows of the tier, at least one; every row's ``window_ns`` is the tier's.
         tier: ``1m`` or ``1h`` (:data:`TIER_WINDOWS`).
-        row_group_rows: rows per row group.
+        row_group_rows: the most rows in one row group; a group at least
+            :data:`METRIC_GROUP_ROWS` long also ends where another metric's series begin (the
+            top 16 bits of ``series_id`` name the metric), so one-metric reads skip the rest.
 
     Raises:
         ValueError: empty table, missing columns, a name not ending in ``.parquet``, an unknown
@@ -271,7 +274,8 @@ def _conform(rows: pa.Table) -> pa.Table:
 
 def _write_atomic(path: Path, rows: pa.Table, fields: dict[str, Any], row_group_rows: int) -> None:
     meta = json.dumps({"kind": KIND, "format": FORMAT, **fields}).encode()
-    table = encode_rollups(rows, row_group_rows)
+    starts = group_starts(rows.column("series_id").to_numpy(), row_group_rows)
+    table = encode_rollups(rows, starts)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}{_TMP}"
     try:
         with pq.ParquetWriter(
@@ -282,7 +286,8 @@ def _write_atomic(path: Path, rows: pa.Table, fields: dict[str, Any], row_group_
             store_schema=False,  # the Parquet logical types say it all; ~1 KB less per file
             **_encodings(table),
         ) as writer:
-            writer.write_table(table, row_group_size=row_group_rows)
+            for first, end in zip(starts, [*starts[1:], table.num_rows], strict=True):
+                writer.write_table(table.slice(first, end - first), row_group_size=end - first)
             writer.add_key_value_metadata({META_KEY: meta})  # without store_schema, not taken from the schema
         _fsync(tmp)
         os.replace(tmp, path)
@@ -313,13 +318,27 @@ def _encodings(table: pa.Table) -> dict[str, Any]:
     }
 
 
-def encode_rollups(rows: pa.Table, row_group_rows: int = ROLLUP_ROW_GROUP_ROWS) -> pa.Table:
+def group_starts(series_ids: np.ndarray, row_group_rows: int = ROLLUP_ROW_GROUP_ROWS) -> list[int]:
+    """Row-group starts of sorted rows: every ``row_group_rows`` rows at most, and where another
+    metric begins once the group holds :data:`METRIC_GROUP_ROWS`."""
+    metric = series_ids >> np.uint64(48)
+    metric_starts = np.flatnonzero(np.r_[False, metric[1:] != metric[:-1]]).tolist()
+    starts = [0]
+    for cut in [*metric_starts, len(series_ids)]:
+        while cut - starts[-1] > row_group_rows:
+            starts.append(starts[-1] + row_group_rows)
+        if cut < len(series_ids) and cut - starts[-1] >= METRIC_GROUP_ROWS:
+            starts.append(cut)
+    return starts
+
+
+def encode_rollups(rows: pa.Table, starts: Sequence[int] | None = None) -> pa.Table:
     """``ROLLUP_FILE_SCHEMA`` columns of ``ROLLUP_SCHEMA`` rows sorted by series and window start,
-    chains restarting every ``row_group_rows`` rows (at each row group of the file)."""
+    chains restarting at each row group of the file (``starts``; default :func:`group_starts`)."""
     sid = rows.column("series_id").to_numpy()
     series_starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
     times = rows.column("window_start_ns").to_numpy()
-    restarts = np.arange(0, rows.num_rows, row_group_rows)
+    restarts = np.asarray(group_starts(sid) if starts is None else starts, dtype=np.int64)
     stored: dict[str, pa.Array] = {"count": rows.column("count").combine_chunks()}
     integers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, (residuals, _) in _FLOATS.items():
