@@ -144,3 +144,11 @@ def test_vendored_synthetic_data_set_is_the_standard_one():
     shared = BENCHMARKS.parents[1] / "shared" / "bench" / "synth_metrics.py"
     if shared.exists():  # beside the shared folder, the copy must still match it
         assert shared.read_bytes() == vendored
+
+
+def test_flush_benchmark_writes_blocks_and_reports_its_speed(tmp_path):
+    out = one_json_line(run("flush.py", "--hours", "0.2", "--series", "20", "--dir", str(tmp_path)))
+    assert out["points"] == 20 * 720  # 0.2 h at 1 s
+    assert out["files"] == 3  # raw block, 1m and 1h rollup files of one day
+    assert out["bytes_written"] > 0 and out["flush_points_per_s"] > 0 and out["rollup_points_per_s"] > 0
+    assert list(tmp_path.iterdir()) == []  # the temporary data directory is removed
