@@ -265,7 +265,7 @@ def test_a_crash_while_deleting_sources_leaves_only_tmp_garbage(
         raise KeyboardInterrupt("power loss")
 
     with monkeypatch.context() as patch:
-        patch.setattr(compaction, "_fsync_dir", crash)
+        patch.setattr(compaction, "fsync_path", crash)
         with pytest.raises(KeyboardInterrupt):
             compact_metric_partition(tmp_path)
 

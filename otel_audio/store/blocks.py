@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ import pyarrow.parquet as pq
 
 from otel_audio.processors.base import EXEMPLARS_SCHEMA, POINTS_SCHEMA, SERIES_SCHEMA
 from otel_audio.store import value_codec
+from otel_audio.store.durable import fsync_path
 
 FORMAT_VERSION = 1
 POINTS_FILE = "points.parquet"
@@ -204,10 +204,10 @@ def write_metric_block(
         data_bytes = sum(f.stat().st_size for f in tmp.iterdir())
         (tmp / META_FILE).write_text(_meta_text(fields, data_bytes))
         for name in (POINTS_FILE, SERIES_FILE, EXEMPLARS_FILE, META_FILE):
-            _fsync(tmp / name)
-        _fsync(tmp)
+            fsync_path(tmp / name)
+        fsync_path(tmp)
         tmp.rename(directory)
-        _fsync(directory.parent)
+        fsync_path(directory.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -470,11 +470,3 @@ def _meta_text(fields: dict[str, object], data_bytes: int) -> str:
         if data_bytes + len(text.encode()) == total:
             return text
         total = data_bytes + len(text.encode())
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from otel_audio.store.blocks import META_FILE, open_block_meta
+from otel_audio.store.durable import fsync_path
 from otel_audio.store.rollup_blocks import read_rollup_meta, rollup_block_files
 from otel_audio.store.trace_blocks import LogBlockMeta, SpanBlockMeta, read_block_meta
 
@@ -118,15 +119,7 @@ def write_checkpoint(root: Path, checkpoint: Checkpoint) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(tmp, directory / CHECKPOINT_FILE)
-    fsync_dir(directory)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(directory)
 
 
 # -- opening ---------------------------------------------------------------------------------------

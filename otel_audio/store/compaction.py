@@ -67,6 +67,7 @@ from otel_audio.store.blocks import (
     read_metric_block,
     write_metric_block,
 )
+from otel_audio.store.durable import fsync_path
 from otel_audio.store.rollup_blocks import is_rollup_file
 from otel_audio.store.runs import bounded_runs
 from otel_audio.store.tiers import DAY_NS
@@ -285,17 +286,9 @@ def _retire(sources: Sequence[Path], delete: Callable[[Path], object]) -> None:
         target = source.with_name(("." if source.is_file() else "") + source.name + _TMP)
         os.rename(source, target)
         doomed.append(target)
-    _fsync_dir(sources[0].parent)
+    fsync_path(sources[0].parent)
     for path in doomed:
         delete(path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _first_rows(table: pa.Table, columns: Sequence[str]) -> pa.Array:

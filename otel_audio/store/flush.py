@@ -32,7 +32,8 @@ from otel_audio.processors.base import (
 )
 from otel_audio.store.batch_codec import decode_batch
 from otel_audio.store.blocks import FLUSH_ZSTD_LEVEL, write_metric_block
-from otel_audio.store.catalog import Entry, fsync_dir, index_dir
+from otel_audio.store.catalog import Entry, index_dir
+from otel_audio.store.durable import fsync_path
 from otel_audio.store.memory import SCHEMAS, Snapshot
 from otel_audio.store.retention import partition_dir
 from otel_audio.store.rollup import HOUR_NS, MINUTE_NS, Carry, rollup, rollup_rollups
@@ -148,9 +149,9 @@ def write_index_file(root: Path, kind: str, name: str, table: pa.Table) -> Path:
     path = directory / f"{name}.parquet"
     tmp = directory / f".{name}.parquet.tmp"
     pq.write_table(table, tmp, compression="zstd")
-    _fsync_file(tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
-    fsync_dir(directory)
+    fsync_path(directory)
     return path
 
 
@@ -179,11 +180,3 @@ def _days(table: pa.Table, column: str) -> dict[int, pa.Table]:
     if first == last:
         return {first * DAY_NS: table}
     return {int(d) * DAY_NS: table.filter(pa.array(day == d)) for d in np.unique(day)}
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -109,6 +109,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from otel_audio.store import value_codec
+from otel_audio.store.durable import fsync_path
 from otel_audio.store.rollup import HOUR_NS, MINUTE_NS, ROLLUP_SCHEMA, merge_rollups
 from otel_audio.store.runs import bounded_runs
 from otel_audio.store.trace_blocks import ReadStats
@@ -289,12 +290,12 @@ def _write_atomic(path: Path, rows: pa.Table, fields: dict[str, Any], row_group_
             for first, end in zip(starts, [*starts[1:], table.num_rows], strict=True):
                 writer.write_table(table.slice(first, end - first), row_group_size=end - first)
             writer.add_key_value_metadata({META_KEY: meta})  # without store_schema, not taken from the schema
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync(path.parent)
+    fsync_path(path.parent)
 
 
 def _encodings(table: pa.Table) -> dict[str, Any]:
@@ -415,14 +416,6 @@ def _base(
             has &= ~stored["sum_increase_float"].is_valid().to_numpy(zero_copy_only=False)
         return np.where(has, scale, -1).astype(np.int8), step
     return None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -649,6 +642,6 @@ def _retire(sources: Sequence[Path]) -> None:
         target = source.with_name(f".{source.name}{_TMP}")
         os.rename(source, target)
         doomed.append(target)
-    _fsync(sources[0].parent)
+    fsync_path(sources[0].parent)
     for path in doomed:
         path.unlink()
