@@ -314,6 +314,10 @@ def run_blocks(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     load_ms, (points, flushes) = _timed(
         lambda: load_blocks(store, args.hours, args.interval, args.series, args.batch_minutes, end, flush_ns)
     )
+    # Maintenance as the receiver's ticker runs it every minute: rollup days with several flush
+    # files are merged (the first tick only starts the clocks).
+    store.tick(end)
+    store.tick(end + MINUTE)
     engine = QueryEngine(store, clock=lambda: end)
     result: dict[str, Any] = {}
     groups: dict[str, dict[str, int]] = {}

@@ -293,3 +293,17 @@ def test_retention_and_compaction_run_in_the_flush_process(tmp_path):
         assert_same_answers(answers(store, q, now=later), answers(reference, q))
     finally:
         store.close()
+
+
+def test_rollup_days_are_merged_while_they_fill_and_answers_stay_the_same(tmp_path):
+    reference, tiered = loaded(tmp_path, hours=6, flush_every=2, maintenance_interval_ns=MIN)
+    tiered.flush()
+    minute_day = tmp_path / "blocks" / "1m" / "2025-11-19"
+    assert len(list(minute_day.iterdir())) >= 4
+    tiered.tick(END)
+    tiered.tick(END + MIN)  # the same day: raw blocks wait, rollup files do not
+    assert len(list(minute_day.iterdir())) == 1
+    assert len([p for p in (tmp_path / "blocks" / "raw" / "2025-11-19").iterdir() if p.is_dir()]) > 1
+    for metric, agg, group_by in QUERIES:
+        q = RangeQuery(metric, END - 6 * HOUR, END, 5 * MIN, agg=agg, group_by=group_by)
+        assert_same_answers(answers(tiered, q), answers(reference, q))

@@ -47,12 +47,13 @@ from otel_audio.store.compaction import (
 from otel_audio.store.flush import flush_wal_range, index_files, load_series, write_flush
 from otel_audio.store.memory import MemoryStore, Snapshot
 from otel_audio.store.retention import RetentionConfig, drop_expired
-from otel_audio.store.rollup_blocks import compact_rollup_partition
+from otel_audio.store.rollup_blocks import compact_rollup_partition, rollup_block_files
 from otel_audio.store.view import StoreView
 
 _log = logging.getLogger(__name__)
 
 HOUR_NS = 3600 * 10**9
+EARLY_ROLLUP_FILES = 4  # a rollup day partition with this many files is merged before the day ends
 
 
 @dataclass(frozen=True)
@@ -346,4 +347,13 @@ def maintain(root: Path, now: int, retention: RetentionConfig, compact_min_age_n
         else:
             compact_rollup_partition(partition)
         compacted += 1
+    # Rollup days are merged while they fill, too: a day of 1-minute rows read from a dozen flush
+    # files costs a dozen footers and row-group decodes per query. Safe at any age, because
+    # flushes and this run one after the other in the same (flush) process; raw blocks wait for
+    # their day to end, since merging them at zstd 19 over and over would cost too much.
+    for tier in ("1m", "1h"):
+        for partition in sorted((Path(root) / "blocks" / tier).glob("????-??-??")):
+            if len(rollup_block_files(partition)) >= EARLY_ROLLUP_FILES:
+                compact_rollup_partition(partition)
+                compacted += 1
     return len(dropped), compacted
