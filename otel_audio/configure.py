@@ -110,6 +110,7 @@ def configure(
     logs: bool = True,
     signal_metrics: bool = False,
     signal_sample_ratio: float = 0.1,
+    system_metrics: bool = False,
     span_exporter: SpanExporter | None = None,
     metric_readers: Sequence[MetricReader] | None = None,
     log_exporter: LogRecordExporter | None = None,
@@ -134,6 +135,9 @@ def configure(
         logs: export :mod:`logging` records over OTLP.
         signal_metrics, signal_sample_ratio: buffer signal metrics on stage audio, and for
             which fraction of calls (see :mod:`otel_audio.signal`).
+        system_metrics: also record the process's and host's resources (CPU, memory, threads,
+            disk and network I/O) under the OpenTelemetry system/process metric conventions, so
+            the receiver can relate cost and saturation to the pipeline's work.
         span_exporter, metric_readers, log_exporter: use these instead of the exporters chosen
             from the environment (tests, custom backends).
         set_global: install the providers as OpenTelemetry's globals. With ``False`` the
@@ -180,10 +184,21 @@ def configure(
             if logger_provider is not None:
                 set_logger_provider(logger_provider)
         instruments.bind(tracer_provider, meter_provider)
+        if system_metrics:
+            _instrument_system_metrics(meter_provider)
         _configured = Telemetry(
             tracer_provider, meter_provider, logger_provider, chosen_sampler, processors, readers, handler
         )
         return _configured
+
+
+def _instrument_system_metrics(meter_provider: MeterProvider) -> None:
+    """The contrib system-metrics instrumentation on our meter provider (its default set)."""
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    instrumentor = SystemMetricsInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(meter_provider=meter_provider)
 
 
 def build_resource(

@@ -230,3 +230,22 @@ def test_unknown_exporter_name_is_a_clear_error():
     )
     assert done.returncode != 0
     assert "no opentelemetry_traces_exporter entry point named 'zipkin_json_typo'" in done.stderr
+
+
+def test_system_metrics_record_the_process_and_host_under_the_otel_conventions():
+    out = run(
+        """
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        reader = InMemoryMetricReader()
+        otel_audio.configure("x", metric_readers=[reader], system_metrics=True)
+        data = reader.get_metrics_data()
+        scopes = [sm for rm in data.resource_metrics for sm in rm.scope_metrics]
+        names = sorted({m.name for sm in scopes for m in sm.metrics})
+        print(json.dumps({"names": names}))
+        """,
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+    )
+    names = set(out["names"])
+    assert {"system.cpu.time", "system.memory.usage"} <= names
+    assert any(name.startswith(("process.cpu", "cpython.gc", "process.memory")) for name in names)
