@@ -157,7 +157,9 @@ def test_otel_audio_plugin_exports_to_the_receiver(start_receiver):
         f"""
         import numpy as np, otel_audio
         from otel_audio import audio_pipeline, audio_stage
-        t = otel_audio.configure("plugin-pipeline", endpoint="http://127.0.0.1:{receiver.grpc_port}")
+        t = otel_audio.configure(
+            "plugin-pipeline", endpoint="http://127.0.0.1:{receiver.grpc_port}", system_metrics=True
+        )
 
         @audio_stage("enhancement")
         def enhance(audio, sample_rate):
@@ -194,3 +196,8 @@ def test_otel_audio_plugin_exports_to_the_receiver(start_receiver):
     assert pesq["series"][0]["points"][-1][1] == pytest.approx(3.7)
     for series in api(receiver, "/api/v1/series", metric=semconv.STAGE_DURATION.name).json()["series"]:
         assert semconv.AUDIO_ID not in series["attributes"]
+    # The process's resources arrive under the OpenTelemetry system/process conventions.
+    assert metrics["system.memory.usage"]["unit"] == "By"
+    cpu = api(receiver, "/api/v1/series", metric="system.cpu.time").json()["series"]
+    assert cpu and all(s["service"] == "plugin-pipeline" for s in cpu)
+    assert {s["attributes"].get("state") for s in cpu} >= {"user", "system"}  # the contrib names
