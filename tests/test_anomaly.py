@@ -5,6 +5,9 @@ Series are seeded: a daily-like season of ``P`` points, amplitude 10 sigma, unit
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +268,24 @@ def test_detect_rejects_a_bad_param(tmp_path: Path, capsys):
     ]
     assert detect_main(argv) == 2
     assert "has no parameter 'x'" in capsys.readouterr().err
+
+
+# -- benchmark -------------------------------------------------------------------------------------
+
+
+def test_benchmark_prints_one_json_line_with_metrics_per_detector_and_type():
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "anomaly.py"
+    argv = ["--days", "5", "--warmup-days", "4", "--period", "24", "--series", "1", "--noise", "1"]
+    argv += ["--events", "1", "--throughput-points", "500"]
+    done = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    result = json.loads(line)
+    assert set(result["detectors"]) == set(DETECTORS)
+    for figures in result["detectors"].values():
+        assert figures["points_per_s"] > 0
+        assert set(figures["types"]) == {"spike", "level_shift", "trend_change", "dropout"}
+        for row in figures["types"].values():
+            assert {"precision", "recall", "f1", "mean_delay_points"} <= set(row)
