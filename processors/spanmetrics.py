@@ -467,11 +467,11 @@ def _dimensions(value: Any) -> tuple[Dimension, ...]:
         _require(not extra, f"{where}.{extra[0] if extra else ''}", item, "only the keys name and default")
         name, default = item.get("name"), item.get("default")
         _require(isinstance(name, str) and name.strip() != "", f"{where}.name", name, "a non-empty string")
-        _require(name not in _BUILTIN_DIMENSIONS, f"{where}.name", name,
-                 f"a name other than the built-in dimensions {', '.join(_BUILTIN_DIMENSIONS)}")  # fmt: skip
+        builtin = f"a name other than the built-in dimensions {', '.join(_BUILTIN_DIMENSIONS)}"
+        _require(name not in _BUILTIN_DIMENSIONS, f"{where}.name", name, builtin)
         _require(all(d.name != name for d in out), f"{where}.name", name, "a name not listed before")
-        _require(default is None or isinstance(default, (str, int, float)), f"{where}.default", default,
-                 "a string or number")  # fmt: skip
+        ok = default is None or isinstance(default, (str, int, float))
+        _require(ok, f"{where}.default", default, "a string or number")
         out.append(Dimension(name, None if default is None else _label(default)))
     return tuple(out)
 

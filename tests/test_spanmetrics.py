@@ -311,6 +311,17 @@ def test_points_are_cumulative_with_stable_start_times_and_flush_on_the_interval
     assert values == [2.0, 3.0, 4.0]
 
 
+def test_close_emits_what_arrived_since_the_last_flush():
+    emitted: list[MetricBatch] = []
+    processor = SpanMetrics()
+    processor.bind_emit(emitted.append)
+    processor.tick(T0)
+    processor.process(batch([span()]))
+    processor.close()
+    assert len(emitted) == 1
+    assert next(iter(points_by_series(emitted[0], CALLS).values()))["value"] == 1.0
+
+
 def test_series_beyond_max_series_share_one_overflow_series_logged_once(caplog):
     processor = SpanMetrics(max_series=2)
     with caplog.at_level(logging.WARNING):
