@@ -35,6 +35,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/query.py
 	$(PY) benchmarks/storage.py --block-hours 24
 	$(PY) benchmarks/trace_lookup.py
+	$(PY) benchmarks/flush.py
+	$(PY) benchmarks/anomaly.py
+	$(PY) benchmarks/forecast.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -96,7 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = commands.add_parser("semconv", help="print the semantic-conventions tables (Markdown)")
     table.set_defaults(handler=_semconv)
+
+    for name, target, text in (
+        (
+            "detect",
+            "otel_audio.processors.anomaly.cli:detect_main",
+            "score a CSV of timestamp,value "
+            "with an anomaly detector (the service's own code); see docs/anomaly.md",
+        ),
+        (
+            "forecast",
+            "otel_audio.processors.forecast_cli:forecast_main",
+            "forecast a CSV of "
+            "timestamp,value with intervals and the time a limit is crossed; see docs/forecast.md",
+        ),
+    ):
+        sub = commands.add_parser(name, help=text, add_help=False, prefix_chars="\0")
+        sub.add_argument("args", nargs=argparse.REMAINDER)
+        sub.set_defaults(handler=lambda args, target=target: _delegate(target, args.args))
     return parser
+
+
+def _delegate(target: str, argv: list[str]) -> int:
+    """Run a command whose parser lives with its module (it parses ``argv``, --help included)."""
+    module, function = target.split(":")
+    return int(getattr(importlib.import_module(module), function)(argv))
 
 
 def _examples_root() -> Path | None:

@@ -106,3 +106,35 @@ def test_demo_with_a_receiver_exports_to_it_and_reads_the_data_back(tmp_path):
         assert f"  {stage}" in done.stdout
     assert "Failed to export" not in done.stderr
     assert (tmp_path / "data" / "wal").is_dir()
+
+
+def _csv(tmp_path, values) -> str:
+    path = tmp_path / "in.csv"
+    rows = [f"{1_700_000_000 + 3600 * i},{v}" for i, v in enumerate(values)]
+    path.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_detect_scores_every_row_and_flags_the_spike(tmp_path):
+    import numpy as np
+
+    values = 100 + np.random.default_rng(1).normal(0, 1, 300)
+    values[250] = 160.0
+    out = tmp_path / "scores.csv"
+    argv = ["detect", "--detector", "robust_z", "--input", _csv(tmp_path, values), "--output", str(out)]
+    assert cli.main(argv) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "timestamp,value,anomaly_score" and len(lines) == 301
+    scores = [float(line.split(",")[2]) for line in lines[1:]]
+    assert scores[250] > 0.9 and sorted(scores)[-2] < scores[250]
+
+
+def test_forecast_writes_the_horizon_and_bad_input_fails(tmp_path, capsys):
+    out = tmp_path / "forecast.csv"
+    values = [50 + 0.5 * i for i in range(200)]
+    argv = ["forecast", "--input", _csv(tmp_path, values), "--horizon", "24h", "--output", str(out)]
+    assert cli.main(argv) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "timestamp,forecast,lower,upper" and len(lines) == 25
+    missing = str(tmp_path / "missing.csv")
+    assert cli.main(["forecast", "--input", missing, "--horizon", "1h", "--output", "x"]) == 2

@@ -8,6 +8,7 @@ NOT_SERVING, stop accepting and let in-flight requests finish, stop the ticker, 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -41,6 +42,26 @@ def _store(options: dict[str, Any], context: ChainContext) -> TieredStore:
     if options:
         raise ConfigError(f"processors.store: takes no options (see storage.blocks), got {sorted(options)}")
     return context.shared["store"]
+
+
+def _register_analytics(name: str, module: str) -> None:
+    """Chain members from ``otel_audio.processors``, imported only when a config names them
+    (statsmodels and friends cost start-up time a receiver without them should not pay)."""
+
+    @register(name)
+    def build(options: dict[str, Any], context: ChainContext) -> Any:
+        try:
+            return importlib.import_module(module).from_options(options)
+        except ValueError as exc:
+            raise ConfigError(f"processors.{name}: {exc}") from None
+
+
+for _name, _module in (
+    ("spanmetrics", "otel_audio.processors.spanmetrics"),
+    ("anomaly", "otel_audio.processors.anomaly"),
+    ("forecast", "otel_audio.processors.forecast"),
+):
+    _register_analytics(_name, _module)
 
 
 @register("selfmon")
