@@ -1,0 +1,365 @@
+"""Windowed aggregation: results equal a brute-force recomputation; lateness; sliding; queries."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otel_audio.processors.aggregation import WINDOW_ATTRIBUTE, Aggregation, from_options
+from otel_audio.processors.base import (
+    EXEMPLARS_SCHEMA,
+    POINTS_SCHEMA,
+    SERIES_SCHEMA,
+    MetricBatch,
+    canonical_json,
+    series_id,
+)
+from otel_audio.store.memory import MemoryStore
+from otel_audio.store.query import Matcher, QueryEngine, RangeQuery
+
+S = 10**9
+SERVICES = ("a", "b")
+STAGES = ("decode", "mix")
+
+
+def _series(metric: str, kind: str, service: str, stage: str) -> dict:
+    resource = canonical_json({"service.name": service})
+    attributes = canonical_json({"audio.stage": stage})
+    return {
+        "series_id": series_id(metric, resource, "", attributes),
+        "metric": metric,
+        "type": kind,
+        "unit": "",
+        "description": "",
+        "temporality": "cumulative" if kind == "sum" else "unspecified",
+        "monotonic": kind == "sum",
+        "service": service,
+        "resource": resource,
+        "scope": "",
+        "scope_version": "",
+        "attributes": attributes,
+    }
+
+
+def _batch(series_rows: list[dict], points: list[dict]) -> MetricBatch:
+    return MetricBatch(
+        points=pa.Table.from_pylist(
+            [{"flags": 0, "start_time_unix_nano": 1, **p} for p in points], POINTS_SCHEMA
+        ),
+        series=pa.Table.from_pylist(series_rows, schema=SERIES_SCHEMA),
+        exemplars=EXEMPLARS_SCHEMA.empty_table(),
+    )
+
+
+def _collect(agg: Aggregation) -> list[MetricBatch]:
+    out: list[MetricBatch] = []
+    agg.bind_emit(out.append)
+    return out
+
+
+def _results(batches: list[MetricBatch]) -> dict[tuple, float]:
+    """(metric, service, window end) -> value."""
+    out = {}
+    for b in batches:
+        rows = {r["series_id"]: r for r in b.series.to_pylist()}
+        for p in b.points.to_pylist():
+            row = rows[p["series_id"]]
+            out[(row["metric"], row["service"], p["time_unix_nano"])] = p["value"]
+    return out
+
+
+def _rule(metric: str, aggs: list[str], window: str = "10s", slide: str | None = None, lateness: str = "0s"):
+    rule = {"metric": metric, "window": window, "by": ["service"], "aggs": aggs, "allowed_lateness": lateness}
+    if slide:
+        rule["slide"] = slide
+    return from_options({"rules": [rule]})
+
+
+# -- brute force ------------------------------------------------------------------------------------
+
+GAUGE_AGGS = ["avg", "min", "max", "count", "sum", "last", "p50", "p90"]
+
+
+def _windows_of(t: int, window: int, slide: int) -> list[int]:
+    """Ends of the windows [end - window, end) holding t."""
+    first_end = (t // slide) * slide + slide
+    return [first_end + k * slide for k in range(window // slide)]
+
+
+def _brute_gauge(points: list[tuple[str, int, float]], window: int, slide: int) -> dict[tuple, float]:
+    groups: dict[tuple[str, int], list[tuple[int, float]]] = defaultdict(list)
+    for service, t, v in points:
+        for end in _windows_of(t, window, slide):
+            groups[(service, end)].append((t, v))
+    out = {}
+    for (service, end), tv in groups.items():
+        values = np.array([v for _, v in tv])
+        computed = {
+            "avg": values.mean(),
+            "min": values.min(),
+            "max": values.max(),
+            "count": float(values.size),
+            "sum": values.sum(),
+            "last": max(tv)[1],
+            "p50": np.quantile(values, 0.5),
+            "p90": np.quantile(values, 0.9),
+        }
+        for agg, value in computed.items():
+            out[(f"m.{agg}", service, end)] = value
+    return out
+
+
+def _brute_counter(points: list[tuple[str, str, int, float]], window: int) -> dict[tuple, float]:
+    """points: (service, stage, t, cumulative value); increments under the reset rule."""
+    by_series = defaultdict(list)
+    for service, stage, t, v in points:
+        by_series[(service, stage)].append((t, v))
+    inc: dict[tuple[str, int], float] = defaultdict(float)
+    for (service, _), tv in by_series.items():
+        tv.sort()
+        for i, (t, v) in enumerate(tv):
+            step = v - tv[i - 1][1] if i and v >= tv[i - 1][1] else v
+            inc[(service, (t // window) * window + window)] += step
+    out = {}
+    for (service, end), value in inc.items():
+        out[("c.increase", service, end)] = value
+        out[("c.rate", service, end)] = value / (window / S)
+    return out
+
+
+def _assert_close(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+
+
+gauge_points = st.lists(
+    st.tuples(
+        st.sampled_from(SERVICES),
+        st.sampled_from(STAGES),
+        st.integers(0, 120).map(lambda k: k * S // 2),  # half seconds: often on a window edge
+        st.floats(-1e3, 1e3, allow_nan=False).map(lambda x: round(x, 3)),
+    ),
+    min_size=1,
+    max_size=40,
+    unique_by=lambda p: p[2],  # distinct times: "last" is then unambiguous
+)
+
+
+def _gauge_batches(points, chunks: int) -> list[MetricBatch]:
+    rows = {(s, g): _series("m", "gauge", s, g) for s in SERVICES for g in STAGES}
+    pts = [{"series_id": rows[(s, g)]["series_id"], "time_unix_nano": t, "value": v} for s, g, t, v in points]
+    return [_batch(list(rows.values()), pts[i::chunks]) for i in range(chunks)]
+
+
+# -- properties -------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(points=gauge_points, chunks=st.integers(1, 4))
+def test_tumbling_gauge_windows_equal_brute_force(points, chunks):
+    agg = _rule("m", GAUGE_AGGS, lateness="100s")
+    out = _collect(agg)
+    for batch in _gauge_batches(points, chunks):
+        agg.process(batch)
+    agg.close()
+    _assert_close(_results(out), _brute_gauge([(s, t, v) for s, _, t, v in points], 10 * S, 10 * S))
+    assert agg.late_points == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(points=gauge_points, slide=st.sampled_from([1, 2, 5]))
+def test_sliding_gauge_windows_equal_brute_force(points, slide):
+    agg = _rule("m", GAUGE_AGGS, slide=f"{slide}s", lateness="100s")
+    out = _collect(agg)
+    for batch in _gauge_batches(points, 2):
+        agg.process(batch)
+    agg.close()
+    _assert_close(_results(out), _brute_gauge([(s, t, v) for s, _, t, v in points], 10 * S, slide * S))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(SERVICES),
+            st.sampled_from(STAGES),
+            st.integers(1, 3 * S),
+            st.integers(-5, 20).filter(bool),  # negative: the counter restarted lower
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    chunks=st.integers(1, 3),
+)
+def test_counter_increase_and_rate_with_resets_equal_brute_force(steps, chunks):
+    rows = {(s, g): _series("c", "sum", s, g) for s in SERVICES for g in STAGES}
+    state = defaultdict(lambda: (0, 0.0))
+    points = []
+    for service, stage, dt, dv in steps:
+        t, v = state[(service, stage)]
+        t, v = t + dt, (v + dv if dv >= 0 else float(-dv))
+        state[(service, stage)] = (t, v)
+        points.append((service, stage, t, v))
+    agg = _rule("c", ["increase", "rate"], lateness="1000s")
+    out = _collect(agg)
+    pts = [{"series_id": rows[(s, g)]["series_id"], "time_unix_nano": t, "value": v} for s, g, t, v in points]
+    for i in range(chunks):
+        agg.process(_batch(list(rows.values()), pts[i::chunks]))
+    agg.close()
+    _assert_close(_results(out), _brute_counter(points, 10 * S))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(SERVICES),
+            st.integers(1, 8).map(lambda k: k * S // 2),
+            st.integers(-5, 20).filter(bool),
+        ),
+        min_size=5,
+        max_size=40,
+    )
+)
+def test_counter_windows_closed_as_data_arrives_keep_the_previous_point(steps):
+    """No lateness, points in time order: each window closes early and the next needs its carry."""
+    rows = {s: _series("c", "sum", s, "decode") for s in SERVICES}
+    t, values, points = 0, dict.fromkeys(SERVICES, 0.0), []
+    for service, dt, dv in steps:
+        t += dt
+        values[service] = values[service] + dv if dv >= 0 else float(-dv)
+        points.append((service, "decode", t, values[service]))
+    agg = _rule("c", ["increase", "rate"])
+    out = _collect(agg)
+    for service, _, t, v in points:
+        agg.process(
+            _batch(
+                [rows[service]], [{"series_id": rows[service]["series_id"], "time_unix_nano": t, "value": v}]
+            )
+        )
+        agg.tick(t)
+    agg.close()
+    _assert_close(_results(out), _brute_counter(points, 10 * S))
+    assert agg.late_points == 0
+
+
+# -- lateness ---------------------------------------------------------------------------------------
+
+
+def _one(t: int, v: float, service: str = "a") -> MetricBatch:
+    row = _series("m", "gauge", service, "decode")
+    return _batch([row], [{"series_id": row["series_id"], "time_unix_nano": t, "value": v}])
+
+
+def test_watermark_closes_a_window_only_after_the_allowed_lateness():
+    agg = _rule("m", ["sum"], lateness="5s")
+    out = _collect(agg)
+    agg.process(_one(1 * S, 1.0))
+    agg.process(_one(12 * S, 2.0))  # watermark 7 s: window [0, 10) still open
+    assert _results(out) == {}
+    agg.process(_one(9 * S, 4.0))  # late but within lateness: counted in its window
+    agg.process(_one(15 * S, 8.0))  # watermark 10 s: [0, 10) closes
+    assert _results(out) == {("m.sum", "a", 10 * S): 5.0}
+    assert agg.late_points == 0
+
+
+def test_points_beyond_the_lateness_are_counted_not_aggregated():
+    agg = _rule("m", ["count"], lateness="5s")
+    out = _collect(agg)
+    agg.process(_one(1 * S, 1.0))
+    agg.process(_one(15 * S, 1.0))  # closes [0, 10)
+    agg.process(_one(3 * S, 1.0))  # its window was emitted
+    agg.close()
+    assert _results(out) == {("m.count", "a", 10 * S): 1.0, ("m.count", "a", 20 * S): 1.0}
+    assert agg.late_points == 1
+
+
+def test_tick_closes_windows_of_quiet_inputs():
+    agg = _rule("m", ["max"], lateness="5s")
+    out = _collect(agg)
+    agg.process(_one(1 * S, 3.0))
+    agg.tick(14 * S)
+    assert _results(out) == {}
+    agg.tick(15 * S)
+    assert _results(out) == {("m.max", "a", 10 * S): 3.0}
+    agg.tick(100 * S)
+    assert len(out) == 1  # nothing more to emit
+
+
+def test_explicit_histogram_percentile_interpolates_within_the_bucket():
+    row = _series("h", "histogram", "a", "decode") | {"temporality": "cumulative"}
+    base = {"series_id": row["series_id"], "bounds": [1.0, 2.0, 4.0]}
+    points = [
+        {**base, "time_unix_nano": 1 * S, "value": 0.0, "count": 0, "bucket_counts": [0, 0, 0, 0]},
+        {**base, "time_unix_nano": 11 * S, "value": 30.0, "count": 10, "bucket_counts": [0, 10, 0, 0]},
+    ]
+    agg = _rule("h", ["p50", "count", "avg"])
+    out = _collect(agg)
+    agg.process(_batch([row], points))
+    agg.close()
+    got = _results(out)
+    assert got[("h.p50", "a", 20 * S)] == pytest.approx(1.5)
+    assert got[("h.count", "a", 20 * S)] == 10
+    assert got[("h.avg", "a", 20 * S)] == pytest.approx(3.0)
+
+
+# -- the emitted series are queryable ---------------------------------------------------------------
+
+
+def test_emitted_series_are_queryable_through_the_store():
+    store = MemoryStore()
+    agg = from_options(
+        {"rules": [{"metric": "m", "window": "10s", "by": ["service", "audio.stage"], "aggs": ["avg"]}]}
+    )
+    agg.bind_emit(store.process)
+    for t, v, service in ((1, 2.0, "a"), (2, 4.0, "a"), (3, 10.0, "b")):
+        agg.process(_one(t * S, v, service))
+    agg.close()
+    q = RangeQuery(
+        "m.avg",
+        0,
+        30 * S,
+        30 * S,
+        agg="last",
+        group_by=("service",),
+        matchers=(Matcher(WINDOW_ATTRIBUTE, "=", "10s"),),
+    )
+    got = {r.labels["service"]: float(r.values[0]) for r in QueryEngine(store).query_range(q)}
+    assert got == {"a": 3.0, "b": 10.0}
+
+
+# -- options ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "rules"),
+        ({"rules": []}, "rules"),
+        ({"rules": [{"window": "1m"}]}, r"rules\[0\]\.metric"),
+        ({"rules": [{"metric": "m", "window": "1 minute"}]}, r"rules\[0\]\.window"),
+        ({"rules": [{"metric": "m", "window": "1m", "slide": "7s"}]}, r"rules\[0\]\.slide"),
+        ({"rules": [{"metric": "m", "slide": "2m"}]}, r"rules\[0\]\.slide"),
+        ({"rules": [{"metric": "m", "aggs": ["median"]}]}, r"rules\[0\]\.aggs\[0\]"),
+        ({"rules": [{"metric": "m", "aggs": ["p100"]}]}, r"rules\[0\]\.aggs\[0\]"),
+        ({"rules": [{"metric": "m", "by": "service"}]}, r"rules\[0\]\.by"),
+        ({"rules": [{"metric": "m", "allowed_lateness": -1}]}, r"rules\[0\]\.allowed_lateness"),
+        ({"rules": [{"metric": "m", "windw": "1m"}]}, r"rules\[0\]\.windw"),
+        ({"rules": ["m"]}, r"rules\[0\]"),
+        ({"rule": []}, "rule"),
+    ],
+)
+def test_bad_options_name_the_option(options, message):
+    with pytest.raises(ValueError, match=message):
+        from_options(options)
+
+
+def test_defaults_are_a_one_minute_tumbling_average():
+    rule = from_options({"rules": [{"metric": "m"}]}).rules[0]
+    assert (rule.window_ns, rule.slide_ns, rule.aggs, rule.lateness_ns) == (60 * S, 60 * S, ("avg",), 0)
