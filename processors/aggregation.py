@@ -212,7 +212,8 @@ class Aggregation:
         rows = merge_rollups(rows, rule.window_ns, start)
         keys = [_group_key(state.series[sid], rule.by) for sid in rows.column("series_id").to_pylist()]
         groups = sorted(set(keys))
-        gid = np.array([groups.index(k) for k in keys], np.uint64)
+        index = {k: i for i, k in enumerate(groups)}
+        gid = np.array([index[k] for k in keys], np.uint64)
         by_series = dict(zip(rows.column("series_id").to_pylist(), gid.tolist(), strict=True))
         grouped = merge_rollups(
             rows.set_column(0, "series_id", pa.array(gid, pa.uint64())), rule.window_ns, start

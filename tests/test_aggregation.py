@@ -19,6 +19,7 @@ from otel_audio.processors.base import (
     canonical_json,
     series_id,
 )
+from otel_audio.store import histograms as hist
 from otel_audio.store.memory import MemoryStore
 from otel_audio.store.query import Matcher, QueryEngine, RangeQuery
 
@@ -307,6 +308,38 @@ def test_explicit_histogram_percentile_interpolates_within_the_bucket():
     assert got[("h.p50", "a", 20 * S)] == pytest.approx(1.5)
     assert got[("h.count", "a", 20 * S)] == 10
     assert got[("h.avg", "a", 20 * S)] == pytest.approx(3.0)
+
+
+def test_exponential_histogram_percentile_is_the_bucket_estimate_of_the_window_increment():
+    row = _series("e", "exponential_histogram", "a", "decode") | {"temporality": "cumulative"}
+    base = {"series_id": row["series_id"], "exp_scale": 0, "exp_zero_count": 0, "exp_positive_offset": 0}
+    points = [
+        {**base, "time_unix_nano": 1 * S, "value": 3.0, "count": 2, "exp_positive_counts": [1, 1]},
+        {**base, "time_unix_nano": 2 * S, "value": 30.0, "count": 12, "exp_positive_counts": [3, 9]},
+    ]
+    agg = _rule("e", ["p50", "count"])
+    out = _collect(agg)
+    agg.process(_batch([row], points))
+    agg.close()
+    got = _results(out)
+    whole_window = hist.quantile_exponential(
+        hist.ExponentialHistogram(0, positive_counts=np.array([3, 9])), 0.5
+    )
+    assert got[("e.p50", "a", 10 * S)] == pytest.approx(whole_window)  # first point counts in full
+    assert got[("e.count", "a", 10 * S)] == 12
+
+
+def test_sliding_window_point_late_for_one_window_counts_in_the_open_ones():
+    agg = _rule("m", ["count"], window="10s", slide="5s")
+    out = _collect(agg)
+    agg.process(_one(1 * S, 1.0))
+    agg.process(_one(10 * S, 1.0))  # closes [0, 10)
+    agg.process(_one(7 * S, 1.0))  # in closed [0, 10) and open [5, 15)
+    agg.close()
+    got = _results(out)
+    assert got[("m.count", "a", 10 * S)] == 1
+    assert got[("m.count", "a", 15 * S)] == 2
+    assert agg.late_points == 0
 
 
 # -- the emitted series are queryable ---------------------------------------------------------------
