@@ -24,6 +24,7 @@ def test_each_analytics_processor_builds_from_the_config(tmp_path):
             {"spanmetrics": {"flush_interval_s": 1}},
             {"anomaly": {"metrics": ["audio.stage.duration"], "detector": "robust_z"}},
             {"forecast": {"series": [{"metric": "system.memory.usage", "limit": 1e9, "horizon": "1h"}]}},
+            {"aggregation": {"rules": [{"metric": "audio.stage.duration", "aggs": ["p95"]}]}},
             "store",
         ],
     )
@@ -31,7 +32,7 @@ def test_each_analytics_processor_builds_from_the_config(tmp_path):
     receiver.start()
     try:
         names = [p.name for p in receiver.chain.processors]
-        assert names == ["selfmon", "spanmetrics", "anomaly", "forecast", "store"]
+        assert names == ["selfmon", "spanmetrics", "anomaly", "forecast", "aggregation", "store"]
     finally:
         receiver.stop(grace_s=1)
 
@@ -42,6 +43,7 @@ def test_each_analytics_processor_builds_from_the_config(tmp_path):
         ({"spanmetrics": {"flush_interval_s": -1}}, "processors.spanmetrics: "),
         ({"anomaly": {"detector": "crystal_ball"}}, "processors.anomaly: "),
         ({"forecast": {"series": [{"metric": "m", "horizon": "soon"}]}}, "processors.forecast: "),
+        ({"aggregation": {"rules": [{"metric": "m", "slide": "7s"}]}}, "processors.aggregation: "),
     ],
 )
 def test_bad_processor_options_are_config_errors_naming_the_processor(tmp_path, entry, message):

@@ -60,6 +60,7 @@ for _name, _module in (
     ("spanmetrics", "otel_audio.processors.spanmetrics"),
     ("anomaly", "otel_audio.processors.anomaly"),
     ("forecast", "otel_audio.processors.forecast"),
+    ("aggregation", "otel_audio.processors.aggregation"),
 ):
     _register_analytics(_name, _module)
 
