@@ -62,14 +62,13 @@ from otel_audio.processors.base import (
     canonical_json,
     series_id,
 )
+from otel_audio.processors.units import duration_ns
 from otel_audio.store import histograms as hist
 from otel_audio.store.rollup import Carry, merge_rollups, rollup
 
 WINDOW_ATTRIBUTE = "aggregation.window"
 AGGS = ("avg", "min", "max", "count", "sum", "last", "rate", "increase")
 _PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
-_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 _SCOPE_NAME = "otel_audio.processors.aggregation"
 _SCOPE = canonical_json({"attributes": {}, "name": _SCOPE_NAME})
 _RULE_KEYS = ("metric", "window", "slide", "by", "aggs", "allowed_lateness")
@@ -391,10 +390,11 @@ def _concat(batches: Sequence[MetricBatch]) -> MetricBatch:
 
 def parse_duration(value: Any, option: str) -> int:
     """Nanoseconds of a duration like ``"30s"``, ``"1m"``, ``"500ms"``, ``"1h"``."""
-    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
-    _require(match is not None, option, value, "a duration like '500ms', '30s', '1m', '1h', '1d'")
-    assert match is not None
-    return int(match.group(1)) * _UNIT_NS[match.group(2)]
+    try:
+        return duration_ns(value if isinstance(value, str) else "", option)
+    except ValueError:
+        _require(False, option, value, "a duration like '500ms', '30s', '1m', '1h', '1d'")
+        raise
 
 
 def from_options(options: dict[str, Any] | None) -> Aggregation:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -51,6 +50,7 @@ from otel_audio.processors.base import (
     canonical_json,
     series_id,
 )
+from otel_audio.processors.units import duration_ns
 
 METHODS = ("auto", "ets", "arima")
 MIN_POINTS = 8  # fewer than this and no model is worth fitting
@@ -65,8 +65,6 @@ _STL_KW = {"seasonal": 11, "seasonal_deg": 0}
 # its error (and the noise STL absorbs into it) widens the interval: variance x (1 + 3 period / n),
 # calibrated on benchmarks/forecast.py to about nominal coverage.
 _SEASON_VAR = 3.0
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": _HOUR_NS, "d": 24 * _HOUR_NS, "w": 168 * _HOUR_NS}
 
 
 @dataclass(frozen=True)
@@ -92,11 +90,7 @@ def parse_duration_ns(text: str | float, name: str = "duration") -> int:
     if isinstance(text, int | float):
         seconds = float(text)
     else:
-        match = _DURATION.match(str(text))
-        if not match:
-            raise ValueError(f"{name}: expected a duration like 15s, 5m, 2h, 1d, 1w or seconds, got {text!r}")
-        number, unit = match.groups()
-        seconds = float(number) * _UNIT_NS[unit or "s"] / 1e9
+        seconds = duration_ns(str(text), name) / 1e9
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{name}: must be a positive duration, got {text!r}")
     return round(seconds * 1e9)

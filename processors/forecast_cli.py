@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from otel_audio.processors.forecast import forecast, parse_duration_ns, time_to_limit
+from otel_audio.processors.units import timestamp_ns
 
 
 class InputError(ValueError):
@@ -106,18 +107,9 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _parse_time(text: str, where: str) -> int:
     try:
-        return round(float(text) * 1e9)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(
-            f"{where}: timestamp {text!r} is neither ISO-8601 (2026-01-05T10:00:00Z) nor Unix seconds"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return round(parsed.timestamp() * 1e6) * 1000
+        return timestamp_ns(text)
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
 
 
 def _iso(t_ns: int) -> str:

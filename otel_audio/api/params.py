@@ -13,17 +13,9 @@ import re
 import time
 from datetime import datetime
 
+from otel_audio.processors import units
 from otel_audio.store.query import Matcher
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS_NS = {
-    "ms": 10**6,
-    "s": 10**9,
-    "m": 60 * 10**9,
-    "h": 3600 * 10**9,
-    "d": 86400 * 10**9,
-    "w": 7 * 86400 * 10**9,
-}
 _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
 
 
@@ -32,12 +24,11 @@ class ParamError(ValueError):
 
 
 def duration_ns(text: str, name: str) -> int:
-    """``15s``, ``5m``, ``250ms`` or plain seconds, as nanoseconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ParamError(f"{name}: expected a duration like 250ms, 15s, 5m, 2h, 7d or seconds, got {text!r}")
-    number, unit = match.groups()
-    return int(float(number) * _UNITS_NS[unit or "s"])
+    """``15s``, ``5m``, ``250ms`` or plain seconds, as nanoseconds (:mod:`otel_audio.processors.units`)."""
+    try:
+        return units.duration_ns(text, name)
+    except ValueError as exc:
+        raise ParamError(str(exc)) from None
 
 
 def time_ns(text: str | None, name: str, default_ns: int | None = None, now_ns: int | None = None) -> int:

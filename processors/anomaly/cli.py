@@ -13,10 +13,10 @@ import csv
 import json
 import math
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from otel_audio.processors.anomaly.registry import DETECTORS, make_detector
+from otel_audio.processors.units import timestamp_ns
 
 
 class CsvError(ValueError):
@@ -35,29 +35,6 @@ def parse_param(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def parse_timestamp(text: str) -> int:
-    """Nanoseconds since the epoch from unix seconds or ISO-8601 (naive times are UTC)."""
-    text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds):
-            raise ValueError(f"timestamp {text!r} is not finite")
-        return round(seconds * 1e9)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"timestamp {text!r} is neither unix seconds nor ISO-8601 (e.g. 2024-05-01T12:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
-
-
 def read_series(lines: Any) -> list[tuple[str, int, float]]:
     """(timestamp text, t_ns, value) per row; CsvError naming the line on anything malformed."""
     rows = []
@@ -69,7 +46,7 @@ def read_series(lines: Any) -> list[tuple[str, int, float]]:
         if len(row) != 2:
             raise CsvError(f"line {number}: expected 2 columns (timestamp,value), got {len(row)}: {row!r}")
         try:
-            t_ns = parse_timestamp(row[0])
+            t_ns = timestamp_ns(row[0])
         except ValueError as exc:
             raise CsvError(f"line {number}: {exc}") from None
         try:
