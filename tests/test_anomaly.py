@@ -15,7 +15,7 @@ import pytest
 
 from otel_audio.processors.anomaly import DETECTORS, OUTPUTS, AnomalyProcessor, from_options, make_detector
 from otel_audio.processors.anomaly.cli import detect_main
-from otel_audio.processors.anomaly.esd import generalized_esd
+from otel_audio.processors.anomaly.esd import esd_critical_values, generalized_esd
 from otel_audio.processors.anomaly.score import score_of, z_of
 from otel_audio.processors.anomaly.window import RollingWindow
 from otel_audio.store.memory import MemoryStore
@@ -289,3 +289,40 @@ def test_benchmark_prints_one_json_line_with_metrics_per_detector_and_type():
         assert set(figures["types"]) == {"spike", "level_shift", "trend_change", "dropout"}
         for row in figures["types"].values():
             assert {"precision", "recall", "f1", "mean_delay_points"} <= set(row)
+
+
+# -- generalised ESD against the textbook procedure -------------------------------------------------
+
+
+def _textbook_esd(x: np.ndarray, max_outliers: int, alpha: float = 0.05) -> list[int]:
+    """Rosner's procedure as written: remove the farthest value from the mean of the rest, repeat."""
+    n = x.size
+    count = min(max_outliers, n - 3)
+    if count < 1:
+        return []
+    lam = esd_critical_values(n, count, alpha)
+    keep = np.ones(n, dtype=bool)
+    removed, found = [], 0
+    for step in range(count):
+        rest = x[keep]
+        sd = rest.std(ddof=1)
+        if sd == 0.0:
+            break
+        dev = np.where(keep, np.abs(x - rest.mean()), -1.0)
+        worst = int(dev.argmax())
+        removed.append(worst)
+        keep[worst] = False
+        if dev[worst] / sd > lam[step]:
+            found = step + 1
+    return removed[:found]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_generalized_esd_removes_what_the_textbook_procedure_removes_in_its_order(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, 300))
+    x = rng.standard_t(3, size=n) * rng.uniform(0.1, 100) + rng.uniform(-1e3, 1e3)
+    if seed % 4 == 0:
+        x = np.round(x)  # ties: the first of equal values in the input is removed first
+    max_outliers = int(rng.integers(0, 30))
+    assert generalized_esd(x, max_outliers).tolist() == _textbook_esd(x, max_outliers)
