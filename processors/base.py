@@ -172,6 +172,44 @@ def series_id(metric: str, resource: str, scope: str, attributes: str) -> int:
     return _metric_bits(metric) << 48 | int.from_bytes(digest.digest(), "little")
 
 
+def gauge_series_row(
+    metric: str,
+    *,
+    scope: str,
+    attributes: dict[str, Any],
+    service: str = "",
+    resource: str | None = None,
+    unit: str = "",
+    description: str = "",
+    scope_version: str = "",
+) -> dict[str, Any]:
+    """The ``SERIES_SCHEMA`` row of a gauge a processor emits, its ``series_id`` included.
+
+    Processors describe what they compute as gauges at a window's or a forecast's time; one
+    builder keeps those rows alike, so every emitted series is found by the same labels.
+    ``resource`` is canonical JSON; by default it holds only ``service.name`` (when given). The
+    id hashes the scope as ingest does (its canonical JSON), the ``scope`` column keeps its name.
+    """
+    if resource is None:
+        resource = canonical_json({"service.name": service} if service else {})
+    attrs = canonical_json(attributes)
+    scope_json = canonical_json({"attributes": {}, "name": scope, "version": scope_version})
+    return {
+        "series_id": series_id(metric, resource, scope_json, attrs),
+        "metric": metric,
+        "type": MetricType.GAUGE.value,
+        "unit": unit,
+        "description": description,
+        "temporality": Temporality.UNSPECIFIED.value,
+        "monotonic": False,
+        "service": service,
+        "resource": resource,
+        "scope": scope,
+        "scope_version": scope_version,
+        "attributes": attrs,
+    }
+
+
 @functools.lru_cache(maxsize=65536)
 def _metric_bits(metric: str) -> int:
     return int.from_bytes(hashlib.blake2b(metric.encode(), digest_size=2).digest(), "little")

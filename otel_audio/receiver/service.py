@@ -61,6 +61,7 @@ for _name, _module in (
     ("anomaly", "otel_audio.processors.anomaly"),
     ("forecast", "otel_audio.processors.forecast"),
     ("aggregation", "otel_audio.processors.aggregation"),
+    ("derived", "otel_audio.processors.derived"),
 ):
     _register_analytics(_name, _module)
 
