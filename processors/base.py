@@ -172,7 +172,7 @@ def series_id(metric: str, resource: str, scope: str, attributes: str) -> int:
     return _metric_bits(metric) << 48 | int.from_bytes(digest.digest(), "little")
 
 
-def gauge_series_row(
+def series_row(
     metric: str,
     *,
     scope: str,
@@ -182,26 +182,30 @@ def gauge_series_row(
     unit: str = "",
     description: str = "",
     scope_version: str = "",
+    kind: MetricType = MetricType.GAUGE,
+    monotonic: bool = False,
 ) -> dict[str, Any]:
-    """The ``SERIES_SCHEMA`` row of a gauge a processor emits, its ``series_id`` included.
+    """The ``SERIES_SCHEMA`` row of a series a processor emits, its ``series_id`` included.
 
-    Processors describe what they compute as gauges at a window's or a forecast's time; one
-    builder keeps those rows alike, so every emitted series is found by the same labels.
-    ``resource`` is canonical JSON; by default it holds only ``service.name`` (when given). The
-    id hashes the scope as ingest does (its canonical JSON), the ``scope`` column keeps its name.
+    Processors describe what they compute as new series; one builder keeps those rows alike, so
+    every emitted series is found by the same labels. ``resource`` is canonical JSON; by default
+    it holds only ``service.name`` (when given). The id hashes the scope as ingest does (its
+    canonical JSON); the ``scope`` column keeps its name. Gauges have no temporality; the sums
+    and histograms processors emit are cumulative.
     """
     if resource is None:
         resource = canonical_json({"service.name": service} if service else {})
     attrs = canonical_json(attributes)
     scope_json = canonical_json({"attributes": {}, "name": scope, "version": scope_version})
+    temporality = Temporality.UNSPECIFIED if kind is MetricType.GAUGE else Temporality.CUMULATIVE
     return {
         "series_id": series_id(metric, resource, scope_json, attrs),
         "metric": metric,
-        "type": MetricType.GAUGE.value,
+        "type": kind.value,
         "unit": unit,
         "description": description,
-        "temporality": Temporality.UNSPECIFIED.value,
-        "monotonic": False,
+        "temporality": temporality.value,
+        "monotonic": monotonic,
         "service": service,
         "resource": resource,
         "scope": scope,

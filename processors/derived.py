@@ -89,7 +89,7 @@ from otel_audio.processors.base import (
     MetricBatch,
     SpanBatch,
     Temporality,
-    gauge_series_row,
+    series_row,
 )
 from otel_audio.processors.spanmetrics import adjusted_count
 from otel_audio.processors.units import duration_ns
@@ -473,7 +473,7 @@ class DerivedMetrics:
         unit, description = _DESCRIPTIONS[name]
         if name.startswith("cost"):
             unit = unit.format(currency=self.prices.currency)
-        return gauge_series_row(
+        return series_row(
             f"{PREFIX}.{name}",
             scope=_SCOPE,
             scope_version=__version__,
