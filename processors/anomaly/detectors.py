@@ -70,6 +70,7 @@ class RobustZ:
         self._win = RollingWindow(self.window)
         self._season = SeasonalProfile(self.period, self.gamma)
         self._n = 0
+        self._warm = False
         self.sigma = 0.0  # the robust sigma the last score used
 
     def rebase(self, shift: float) -> None:
@@ -77,32 +78,51 @@ class RobustZ:
         self._win.shift(shift)
 
     def update(self, t_ns: int, value: float) -> Score | None:
+        step = self._step(value)
+        if step is None:
+            return None
+        expected, z, sigma = step
+        s = score_of(z)
+        half = self._zthr * sigma
+        return Score(s, expected, expected - half, expected + half, s >= self.threshold, value, z, 0.0,
+                     self._TEMPLATE)  # fmt: skip
+
+    def _step(self, value: float) -> tuple[float, float, float] | None:
+        """Score ``value`` and learn it: ``(expected, z, sigma)``, or None while warming up.
+
+        The whole of :meth:`update` but the :class:`Score`, which :class:`Cusum` does not need.
+        """
         n = self._n
         self._n = n + 1
-        season = self._season
-        if not season.ready:
-            season.learn(value)
-            return None
-        phase = n % self.period if self.period else 0
-        offset = season.offset(phase)
+        period = self.period
+        offset = 0.0
+        if period:
+            offsets = self._season.offsets
+            if not offsets:
+                self._season.learn(value)
+                return None
+            phase = n % period
+            offset = offsets[phase]
         d = value - offset
         win = self._win
-        out = None
-        if len(win) >= self.min_points:
-            med = win.median()
-            self.sigma = sigma = max(ROBUST_SIGMA * win.mad(med), _sigma_floor(med))
-            resid = d - med
-            z = resid / sigma
-            s = score_of(z)
-            expected = med + offset
-            half = self._zthr * sigma
-            out = Score(s, expected, expected - half, expected + half, s >= self.threshold, value, z, 0.0,
-                        self._TEMPLATE)  # fmt: skip
-            if self.period:
-                limit = self.clip * sigma
-                season.update(phase, min(max(resid, -limit), limit))
+        if not self._warm:  # the window only grows until full, so once warm it stays so
+            if len(win) < self.min_points:
+                win.push(d)
+                return None
+            self._warm = True
+        med, mad = win.median_mad()
+        sigma = ROBUST_SIGMA * mad
+        floor = _TINY + 1e-9 * abs(med)
+        if floor > sigma:
+            sigma = floor
+        self.sigma = sigma
+        resid = d - med
+        if period:  # the profile learns the clipped residual: an anomaly does not drag it
+            limit = self.clip * sigma
+            clipped = -limit if resid < -limit else (limit if resid > limit else resid)
+            offsets[phase] += self.gamma * clipped
         win.push(d)
-        return out
+        return med + offset, resid / sigma, sigma
 
 
 class _Spread:
@@ -225,7 +245,7 @@ class HoltWinters:
         n = self._n
         self._n = n + 1
         season = self._season
-        if not season.ready:
+        if not season.offsets:
             self._first.append(value)
             if season.learn(value):
                 ordered = sorted(self._first)
@@ -241,14 +261,17 @@ class HoltWinters:
         spread = self._spread
         out = None
         if spread.n >= self.min_points:
-            sigma = max(math.sqrt(spread.var), _sigma_floor(forecast))
+            sigma = math.sqrt(spread.var)
+            floor = _TINY + 1e-9 * abs(forecast)
+            if floor > sigma:
+                sigma = floor
             z = resid / sigma
             s = score_of(z)
             half = self._zthr * sigma
             out = Score(s, forecast, forecast - half, forecast + half, s >= self.threshold, value, z, 0.0,
                         self._TEMPLATE)  # fmt: skip
             limit = self.clip * sigma
-            resid = min(max(resid, -limit), limit)
+            resid = -limit if resid < -limit else (limit if resid > limit else resid)
         spread.add(resid)
         x = forecast + resid
         new_level = base + self.alpha * (x - offsets[phase] - base)
@@ -310,11 +333,10 @@ class Cusum:
         self._hi_n = self._lo_n = 0
 
     def update(self, t_ns: int, value: float) -> Score | None:
-        ref = self._ref.update(t_ns, value)
-        if ref is None:
+        step = self._ref._step(value)
+        if step is None:
             return None
-        expected, z_raw = ref.expected, ref.statistic
-        sigma = self._ref.sigma
+        expected, z_raw, sigma = step
         resid = value - expected
         clip, k = self.clip, self.k
         r = min(max(z_raw, -clip), clip)

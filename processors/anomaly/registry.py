@@ -74,22 +74,23 @@ class Ensemble:
         scores = [member.update(t_ns, value) for member in self.members]
         if None in scores:
             return None
-        ranked = sorted(zip(scores, self.members, strict=True), key=lambda pair: pair[0].score, reverse=True)
+        values = [x.score for x in scores]
         if self.combine == "vote":
-            s = ranked[self.votes - 1][0].score
+            s = sorted(values, reverse=True)[self.votes - 1]
         elif self.combine == "max":
-            s = ranked[0][0].score
+            s = max(values)
         else:
-            s = sum(x.score for x in scores) / len(scores)
+            s = sum(values) / len(values)
         mid = len(scores) // 2
-        expected = sorted(x.expected for x in scores)[mid]
-        lower = sorted(x.lower for x in scores)[mid]
-        upper = sorted(x.upper for x in scores)[mid]
+        expected = sorted([x.expected for x in scores])[mid]
+        lower = sorted([x.lower for x in scores])[mid]
+        upper = sorted([x.upper for x in scores])[mid]
         anomaly = s >= self.threshold
         statistic = _z_equivalent(s) * (1.0 if value >= expected else -1.0)
         if anomaly:
             agree = sum(x.is_anomaly for x in scores)
-            best, member = ranked[0]
+            strongest = values.index(max(values))  # the first of equal best, as a stable sort has it
+            best, member = scores[strongest], self.members[strongest]
             top = best.explanation.replace("{", "{{").replace("}", "}}")
             template = f"{agree} of {len(scores)} detectors flag it; strongest ({member.name}): {top}"
         else:

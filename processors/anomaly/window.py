@@ -10,6 +10,7 @@ up to ~10^4. Both statistics are exact, not approximations.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections import deque
 
@@ -60,7 +61,46 @@ class RollingWindow:
         half = n >> 1
         if n & 1:
             return _kth_distance(s, p, median, half)
-        return 0.5 * (_kth_distance(s, p, median, half - 1) + _kth_distance(s, p, median, half))
+        below, above = _kth_distances(s, p, median, half - 1)
+        return 0.5 * (below + above)
+
+    def median_mad(self) -> tuple[float, float]:
+        """``(median(), mad(median()))`` in one call: what the detectors ask for every point."""
+        s = self._sorted
+        n = len(s)
+        half = n >> 1
+        if n & 1:
+            m = s[half]
+            return m, _kth_distance(s, bisect_left(s, m), m, half)
+        m = 0.5 * (s[half - 1] + s[half])
+        below, above = _kth_distances(s, bisect_left(s, m), m, half - 1)
+        return m, 0.5 * (below + above)
+
+
+def _kth_distances(s: list[float], p: int, m: float, k: int) -> tuple[float, float]:
+    """The k-th and (k+1)-th smallest of ``|s[i] - m|``: the k-th by :func:`_kth_distance`'s search,
+    the next as the nearer of the two sequences' next candidates (O(1) more instead of a second
+    search)."""
+    n_low, n_high = p, len(s) - p
+    lo, hi = max(0, k + 1 - n_high), min(k + 1, n_low)
+    while lo < hi:
+        i = (lo + hi) >> 1
+        if m - s[p - 1 - i] < s[p + k - i] - m:
+            lo = i + 1
+        else:
+            hi = i
+    best = m - s[p - lo] if lo > 0 else -1.0
+    up = k + 1 - lo  # distances taken from above the median
+    if up > 0:
+        above = s[p + up - 1] - m
+        if above > best:
+            best = above
+    following = m - s[p - 1 - lo] if lo < n_low else math.inf
+    if up < n_high:
+        above = s[p + up] - m
+        if above < following:
+            following = above
+    return best, following
 
 
 def _kth_distance(s: list[float], p: int, m: float, k: int) -> float:
