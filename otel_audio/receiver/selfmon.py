@@ -21,9 +21,8 @@ from otel_audio.processors.base import (
     Batch,
     MetricBatch,
     MetricType,
-    Temporality,
     canonical_json,
-    series_id,
+    series_row,
 )
 from otel_audio.version import __version__
 
@@ -31,7 +30,6 @@ SERVICE = "otel-audio-receiver"
 _RESOURCE = canonical_json({"service.name": SERVICE, "service.version": __version__})
 _SCOPE_NAME = "otel_audio.receiver.selfmon"
 # The scope part of series ids, defined as in otel_audio.receiver.decode.scope_identity.
-_SCOPE = canonical_json({"attributes": {}, "name": _SCOPE_NAME, "version": __version__})
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -190,27 +188,19 @@ class SelfMonitor:
         out: list[dict],
         monotonic: bool = False,
     ) -> int:
-        attributes = canonical_json(dict(labels))
-        sid = series_id(name, _RESOURCE, _SCOPE, attributes)
-        out.append(
-            {
-                "series_id": sid,
-                "metric": name,
-                "type": kind.value,
-                "unit": "",
-                "description": description,
-                "temporality": (
-                    Temporality.UNSPECIFIED if kind is MetricType.GAUGE else Temporality.CUMULATIVE
-                ).value,
-                "monotonic": monotonic or kind is MetricType.HISTOGRAM,
-                "service": SERVICE,
-                "resource": _RESOURCE,
-                "scope": _SCOPE_NAME,
-                "scope_version": __version__,
-                "attributes": attributes,
-            }
+        row = series_row(
+            name,
+            scope=_SCOPE_NAME,
+            scope_version=__version__,
+            attributes=dict(labels),
+            service=SERVICE,
+            resource=_RESOURCE,
+            description=description,
+            kind=kind,
+            monotonic=monotonic or kind is MetricType.HISTOGRAM,
         )
-        return sid
+        out.append(row)
+        return row["series_id"]
 
     def _point(self, sid: int, now: int, value: float) -> dict:
         return {
