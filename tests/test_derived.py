@@ -487,3 +487,18 @@ def test_bad_options_stop_the_receiver_naming_the_processor(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"processors\.derived: derived option window"):
         Receiver(config).start()
+
+
+def test_the_benchmark_runs_and_prints_one_json_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "derived.py"
+    args = ["--series", "200", "--points-per-batch", "1000", "--batches", "30", "--span-batches", "2"]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    result = json.loads(line)
+    assert result["points"] == 30_000 and result["spans"] == 1000
+    assert result["points_per_s"] > 0 and result["windows_emitted_points"] > 0  # windows closed with data
