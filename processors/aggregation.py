@@ -14,6 +14,19 @@ also raises it to ``now - allowed_lateness`` so quiet inputs still close windows
 still open is *late*: it is counted in ``late_points`` and left out of every result, since the
 windows it belonged to were already emitted. ``close()`` closes every window holding data.
 
+**State.** Windows are cut into panes of one slide (a tumbling window is one pane). Per rule the
+processor keeps, for the windows still open (those ending after the last emitted one, so at most
+``(window + allowed_lateness) / slide + 1`` panes): the raw points (gauge percentiles read them,
+and a late point means its pane is rolled up again), one rollup row per series and pane once a
+window has needed the pane (so a point of a 5 m window sliding by 1 m is rolled up once, not five
+times), and the set of panes holding points; plus each series' newest older point, the previous
+point of its next counter increment. Per series ever seen: its row and its group; per emitted
+series: its row. So memory is about ``points/s x (window + lateness)`` plus the series, whatever
+the run's length; :meth:`Aggregation.held_points` reports the raw points held. Points flagged as
+having no recorded value (and gauge or sum points whose value is NaN) are dropped on arrival
+(after the lateness check, and counted in the watermark): no aggregation reads them, and a
+counter's increment is taken against its series' previous point that has a value.
+
 **Aggregations.** The per-series window maths is :func:`otel_audio.store.rollup.rollup` (counter
 resets, histogram increments), merged per group with :func:`~otel_audio.store.rollup.merge_rollups`:
 
@@ -72,6 +85,7 @@ _PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
 _SCOPE_NAME = "otel_audio.processors.aggregation"
 _SCOPE = canonical_json({"attributes": {}, "name": _SCOPE_NAME})
 _RULE_KEYS = ("metric", "window", "slide", "by", "aggs", "allowed_lateness")
+_HISTOGRAMS = (MetricType.HISTOGRAM.value, MetricType.EXPONENTIAL_HISTOGRAM.value)
 
 
 @dataclass(frozen=True)
@@ -99,10 +113,26 @@ class Rule:
 
 @dataclass
 class _State:
-    """What one rule keeps between batches."""
+    """What one rule keeps between batches.
 
-    points: pa.Table  # points not yet out of every open window, plus each series' newest older one
+    Per open window: its raw points (``points``, with each series' newest older point as the
+    counter carry), the rollup rows of its panes (``pane_rows``, one row per series and pane,
+    computed once when a window first needs the pane and dropped when a point lands in or before
+    it), and the panes that hold points. Per series ever seen: its row and its group.
+    """
+
+    points: pa.Table  # valued points not yet out of every open window, plus each series' newest older one
     series: dict[int, dict[str, Any]] = field(default_factory=dict)
+    series_table: pa.Table = field(default_factory=SERIES_SCHEMA.empty_table)
+    known: pa.Array = field(default_factory=lambda: pa.array([], pa.uint64()))
+    sorted_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    key_by_sorted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # key of each id
+    plain_by_sorted: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # gauge or sum
+    keys: list[tuple[tuple[str, str], ...]] = field(default_factory=list)  # group keys, first seen first
+    key_index: dict[tuple[tuple[str, str], ...], int] = field(default_factory=dict)
+    panes: set[int] = field(default_factory=set)  # starts of the panes holding points of open windows
+    pane_rows: dict[int, pa.Table] = field(default_factory=dict)
+    out_rows: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (agg, key) -> row
     max_event_ns: int | None = None
     closed_through: int | None = None  # every window ending at or before this was emitted
 
@@ -139,6 +169,10 @@ class Aggregation:
         for rule, state in zip(self.rules, self._states, strict=True):
             self._close(rule, state, now_unix_nano - rule.lateness_ns)
 
+    def held_points(self) -> int:
+        """Raw points kept for windows still open (and as each series' previous point), all rules."""
+        return sum(state.points.num_rows for state in self._states)
+
     def close(self) -> None:
         """Emit every window that holds data."""
         for rule, state in zip(self.rules, self._states, strict=True):
@@ -150,108 +184,175 @@ class Aggregation:
         series = batch.series.filter(pc.equal(batch.series.column("metric"), rule.metric))
         if series.num_rows == 0:
             return
-        for row in series.to_pylist():
-            state.series.setdefault(row["series_id"], row)
-        ids = pa.array(list(state.series), pa.uint64())
+        ids = series.column("series_id").to_numpy()
+        if not state.series.keys() >= set(ids.tolist()):
+            _register(rule, state, series)
         points = batch.points.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)
-        points = points.filter(pc.is_in(points.column("series_id"), value_set=ids))
+        points = points.filter(pc.is_in(points.column("series_id"), value_set=state.known))
         if points.num_rows == 0:
             return
         t = points.column("time_unix_nano").to_numpy()
         if state.closed_through is not None:
             late = t < _oldest_open_start(rule, state.closed_through)
-            self.late_points += int(late.sum())
-            points = points.filter(pa.array(~late))
-            if points.num_rows == 0:
-                return
-            t = t[~late]
+            if late.any():
+                self.late_points += int(late.sum())
+                points = points.filter(pa.array(~late))
+                if points.num_rows == 0:
+                    return
+                t = t[~late]
         newest = int(t.max())
         state.max_event_ns = newest if state.max_event_ns is None else max(state.max_event_ns, newest)
+        # points no aggregation reads are dropped now, so each series' newest held point is the
+        # previous point its next increment is taken against
+        unused = _unvalued(state, points)
+        if unused is not None:
+            points = points.filter(pa.array(~unused))
+            t = t[~unused]
+            if points.num_rows == 0:
+                return
+        slide = rule.slide_ns
+        first, last = int(t.min()) // slide * slide, int(t.max()) // slide * slide
+        if first == last:
+            state.panes.add(first)
+        else:
+            state.panes.update((np.unique(t // slide) * slide).tolist())
+        for pane in [p for p in state.pane_rows if p >= first]:  # their rows change
+            del state.pane_rows[pane]
         state.points = pa.concat_tables([state.points, points])
 
     # -- windows -------------------------------------------------------------------------------
 
     def _close(self, rule: Rule, state: _State, watermark: int | None, flush: bool = False) -> None:
-        if state.points.num_rows == 0 or (watermark is None and not flush):
+        if not state.panes or (watermark is None and not flush):
+            return
+        slide = rule.slide_ns
+        steps = rule.window_ns // slide
+        # the ends of the windows holding each pane: its own end, then one slide after another
+        ends = sorted({pane + slide * k for pane in state.panes for k in range(1, steps + 1)})
+        if state.closed_through is not None:
+            ends = [e for e in ends if e > state.closed_through]
+        if not flush:
+            ends = [e for e in ends if e <= watermark]
+        if not ends:
             return
         t = state.points.column("time_unix_nano").to_numpy()
-        if state.closed_through is not None:
-            t = t[t >= _oldest_open_start(rule, state.closed_through)]
-        # the ends of the windows holding each point: its pane's end, then one slide after another
-        pane_end = np.unique(np.floor_divide(t, rule.slide_ns) * rule.slide_ns + rule.slide_ns)
-        steps = rule.window_ns // rule.slide_ns
-        ends = np.unique((pane_end[:, None] + rule.slide_ns * np.arange(steps)[None, :]).ravel())
-        if state.closed_through is not None:
-            ends = ends[ends > state.closed_through]
-        if not flush:
-            ends = ends[ends <= watermark]
-        if ends.size == 0:
-            return
-        batches = [self._window(rule, state, int(end) - rule.window_ns, int(end)) for end in ends]
-        state.closed_through = int(ends[-1])
-        self._prune(rule, state)
+        batches = [self._window(rule, state, t, end - rule.window_ns, end) for end in ends]
+        state.closed_through = ends[-1]
+        self._prune(rule, state, t)
         batch = _concat(batches)
         if self._emit is not None and batch.points.num_rows:
             self._emit(batch)
 
-    def _window(self, rule: Rule, state: _State, start: int, end: int) -> MetricBatch:
+    def _window(self, rule: Rule, state: _State, t: np.ndarray, start: int, end: int) -> MetricBatch:
         """The results of one window, every group."""
-        pts = state.points
-        t = pts.column("time_unix_nano").to_numpy()
-        inside = (t >= start) & (t < end)
-        if not inside.any():
+        panes = [p for p in range(start, end, rule.slide_ns) if p in state.panes]
+        if not panes:
             return _concat([])
-        before = np.flatnonzero(t < start)
-        carry = Carry(pts.take(_newest_per_series(pts, before)))
-        series = pa.Table.from_pylist(list(state.series.values()), schema=SERIES_SCHEMA)
-        window_pts = pts.filter(pa.array(inside))
-        rows, _ = rollup(window_pts, series, rule.slide_ns, carry)
+        missing = [p for p in panes if p not in state.pane_rows]
+        if missing:
+            _roll_panes(rule, state, t, missing[0], end)
+        rows = pa.concat_tables([state.pane_rows[p] for p in panes])
         if rows.num_rows == 0:
             return _concat([])
         rows = merge_rollups(rows, rule.window_ns, start)
-        keys = [_group_key(state.series[sid], rule.by) for sid in rows.column("series_id").to_pylist()]
-        groups = sorted(set(keys))
-        index = {k: i for i, k in enumerate(groups)}
-        gid = np.array([index[k] for k in keys], np.uint64)
-        by_series = dict(zip(rows.column("series_id").to_pylist(), gid.tolist(), strict=True))
+        row_keys = state.key_by_sorted[np.searchsorted(state.sorted_ids, rows.column("series_id").to_numpy())]
+        present = np.unique(row_keys)
+        order = sorted(range(present.size), key=lambda i: state.keys[present[i]])
+        groups = present[order]  # key ids, their keys in sorted order
+        gid_of_key = np.full(len(state.keys), -1, np.int64)
+        gid_of_key[groups] = np.arange(groups.size)
         grouped = merge_rollups(
-            rows.set_column(0, "series_id", pa.array(gid, pa.uint64())), rule.window_ns, start
+            rows.set_column(0, "series_id", pa.array(gid_of_key[row_keys].astype(np.uint64))),
+            rule.window_ns,
+            start,
         )
         kind = state.series[next(iter(state.series))]["type"]
-        values_by_group = _values_by_group(window_pts, by_series)
-        out_series, out_points = [], []
+        values = None
+        if kind not in _HISTOGRAMS and any(_PERCENTILE.fullmatch(a) for a in rule.aggs):
+            values = _values_by_group(state, t, start, end, gid_of_key, groups.size)
+        sids, times, starts, results = [], [], [], []
+        out_series = {}
         for row in grouped.to_pylist():
-            key = groups[row["series_id"]]
-            results = _results(rule, kind, row, values_by_group.get(row["series_id"]), end - start)
-            for agg, value in results.items():
+            gid = row["series_id"]
+            key_id = int(groups[gid])
+            found = _results(rule, kind, row, None if values is None else values[gid], end - start)
+            for agg, value in found.items():
                 if value is None or not math.isfinite(value):
                     continue
-                srow = _series_row(rule, agg, key)
-                out_series.append(srow)
-                out_points.append(
-                    {
-                        "series_id": srow["series_id"],
-                        "time_unix_nano": end,
-                        "start_time_unix_nano": start,
-                        "value": float(value),
-                        "flags": 0,
-                    }
-                )
+                srow = state.out_rows.get((agg, key_id))
+                if srow is None:
+                    srow = state.out_rows[(agg, key_id)] = _series_row(rule, agg, state.keys[key_id])
+                out_series.setdefault(srow["series_id"], srow)
+                sids.append(srow["series_id"])
+                results.append(float(value))
+        times = [end] * len(sids)
+        starts = [start] * len(sids)
         return MetricBatch(
-            points=pa.Table.from_pylist(out_points, schema=POINTS_SCHEMA),
-            series=pa.Table.from_pylist(out_series, schema=SERIES_SCHEMA),
+            points=_points_table(sids, times, starts, results),
+            series=pa.Table.from_pylist(list(out_series.values()), schema=SERIES_SCHEMA),
             exemplars=EXEMPLARS_SCHEMA.empty_table(),
         )
 
-    def _prune(self, rule: Rule, state: _State) -> None:
+    def _prune(self, rule: Rule, state: _State, t: np.ndarray) -> None:
         """Drop points no open window needs, keeping each series' newest older one (its carry)."""
         assert state.closed_through is not None
-        pts = state.points
-        t = pts.column("time_unix_nano").to_numpy()
-        old = t < _oldest_open_start(rule, state.closed_through)
-        keep = ~old
-        keep[_newest_per_series(pts, np.flatnonzero(old))] = True
-        state.points = pts.filter(pa.array(keep))
+        oldest = _oldest_open_start(rule, state.closed_through)
+        old = t < oldest
+        if old.any():
+            keep = ~old
+            keep[_newest_per_series(state.points, np.flatnonzero(old))] = True
+            state.points = state.points.filter(pa.array(keep))
+        state.panes = {p for p in state.panes if p >= oldest}
+        state.pane_rows = {p: r for p, r in state.pane_rows.items() if p >= oldest}
+
+
+def _register(rule: Rule, state: _State, series: pa.Table) -> None:
+    """Remember the series of ``series`` not seen before, with their groups."""
+    for row in series.to_pylist():
+        if row["series_id"] in state.series:
+            continue
+        state.series[row["series_id"]] = row
+        key = _group_key(row, rule.by)
+        if key not in state.key_index:
+            state.key_index[key] = len(state.keys)
+            state.keys.append(key)
+    ids = np.fromiter(state.series, np.uint64, len(state.series))
+    order = np.argsort(ids)
+    rows = list(state.series.values())
+    state.sorted_ids = ids[order]
+    state.key_by_sorted = np.array([state.key_index[_group_key(rows[i], rule.by)] for i in order], np.int64)
+    state.plain_by_sorted = np.array([rows[i]["type"] not in _HISTOGRAMS for i in order], bool)
+    state.known = pa.array(ids, pa.uint64())
+    state.series_table = pa.Table.from_pylist(rows, schema=SERIES_SCHEMA)
+
+
+def _unvalued(state: _State, points: pa.Table) -> np.ndarray | None:
+    """Which points carry no value any aggregation reads (flagged, or a gauge or sum's NaN); None: none."""
+    flags = points.column("flags")
+    unused = None
+    if flags.null_count < len(flags):
+        bit = pc.fill_null(flags, 0).to_numpy() & 1
+        if bit.any():
+            unused = bit.astype(bool)
+    v = pc.fill_null(points.column("value"), np.nan).to_numpy()
+    nan = np.isnan(v)
+    if nan.any():
+        sid = points.column("series_id").to_numpy()
+        nan &= state.plain_by_sorted[np.searchsorted(state.sorted_ids, sid)]
+        unused = nan if unused is None else unused | nan
+    return unused if unused is not None and unused.any() else None
+
+
+def _roll_panes(rule: Rule, state: _State, t: np.ndarray, first: int, end: int) -> None:
+    """Rollup rows of the panes in ``[first, end)``, each series' increments against its previous point."""
+    pts = state.points
+    inside = (t >= first) & (t < end)
+    carry = Carry(pts.take(_newest_per_series(pts, np.flatnonzero(t < first))))
+    rows, _ = rollup(pts.filter(pa.array(inside)), state.series_table, rule.slide_ns, carry)
+    pane = rows.column("window_start_ns").to_numpy()
+    for p in range(first, end, rule.slide_ns):
+        if p in state.panes:
+            state.pane_rows[p] = rows.filter(pa.array(pane == p))
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -259,7 +360,7 @@ class Aggregation:
 
 def _results(rule: Rule, kind: str, row: dict[str, Any], values: np.ndarray | None, width_ns: int):
     """Every aggregation of one group's merged rollup row."""
-    is_hist = kind in (MetricType.HISTOGRAM.value, MetricType.EXPONENTIAL_HISTOGRAM.value)
+    is_hist = kind in _HISTOGRAMS
     if is_hist:
         count, total = row["increase"], row["sum_increase"]
         low, high = row["hist_min"], row["hist_max"]
@@ -302,14 +403,18 @@ def _histogram_quantile(row: dict[str, Any], q: float) -> float | None:
     return float(hist.quantile_explicit(row["bounds"], np.asarray(row["bucket_counts"]), q))
 
 
-def _values_by_group(points: pa.Table, by_series: dict[int, int]) -> dict[int, np.ndarray]:
-    """Each group's point values in the window (points without a recorded value left out)."""
-    sid = points.column("series_id").to_numpy()
-    v = pc.fill_null(points.column("value"), np.nan).to_numpy()
-    flags = pc.fill_null(points.column("flags"), 0).to_numpy()
-    ok = ~np.isnan(v) & ((flags & 1) == 0)
-    gid = np.array([by_series.get(int(s), -1) for s in sid], np.int64)
-    return {g: v[ok & (gid == g)] for g in set(by_series.values())}
+def _values_by_group(
+    state: _State, t: np.ndarray, start: int, end: int, gid_of_key: np.ndarray, n_groups: int
+) -> list[np.ndarray]:
+    """Each group's point values in the window (the held points all have a value)."""
+    inside = np.flatnonzero((t >= start) & (t < end))
+    pts = state.points.select(["series_id", "value"]).take(inside)
+    sid = pts.column("series_id").to_numpy()
+    v = pts.column("value").to_numpy()
+    gid = gid_of_key[state.key_by_sorted[np.searchsorted(state.sorted_ids, sid)]]
+    order = np.argsort(gid, kind="stable")
+    bounds = np.searchsorted(gid[order], np.arange(n_groups + 1))
+    return [v[order[bounds[g] : bounds[g + 1]]] for g in range(n_groups)]
 
 
 def _group_key(row: dict[str, Any], by: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -367,6 +472,22 @@ def _newest_per_series(points: pa.Table, rows: np.ndarray) -> np.ndarray:
     order = np.lexsort((t, sid))
     last = np.r_[sid[order][1:] != sid[order][:-1], True]
     return rows[order[last]]
+
+
+def _points_table(sids: list[int], times: list[int], starts: list[int], values: list[float]) -> pa.Table:
+    """POINTS_SCHEMA rows of gauge points (flags 0, the other fields null)."""
+    n = len(sids)
+    columns = {
+        "series_id": pa.array(sids, pa.uint64()),
+        "time_unix_nano": pa.array(times, pa.int64()),
+        "start_time_unix_nano": pa.array(starts, pa.int64()),
+        "value": pa.array(values, pa.float64()),
+        "flags": pa.array(np.zeros(n, np.uint32)),
+    }
+    return pa.table(
+        [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in POINTS_SCHEMA],
+        schema=POINTS_SCHEMA,
+    )
 
 
 def _concat(batches: Sequence[MetricBatch]) -> MetricBatch:
