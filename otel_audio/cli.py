@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
             "forecast a CSV of "
             "timestamp,value with intervals and the time a limit is crossed; see docs/forecast.md",
         ),
+        (
+            "rules",
+            "otel_audio.processors.rulegen_cli:rules_main",
+            "rules suggest: propose alerting rules from a metric's history; see docs/rulegen.md",
+        ),
     ):
         sub = commands.add_parser(name, help=text, add_help=False, prefix_chars="\0")
         sub.add_argument("args", nargs=argparse.REMAINDER)
