@@ -113,15 +113,13 @@ class Rule:
 
 @dataclass
 class _State:
-    """What one rule keeps between batches.
+    """What one rule keeps between batches (see **State** in the module docstring)."""
 
-    Per open window: its raw points (``points``, with each series' newest older point as the
-    counter carry), the rollup rows of its panes (``pane_rows``, one row per series and pane,
-    computed once when a window first needs the pane and dropped when a point lands in or before
-    it), and the panes that hold points. Per series ever seen: its row and its group.
-    """
-
-    points: pa.Table  # valued points not yet out of every open window, plus each series' newest older one
+    carry: pa.Table  # each series' newest point older than every open window
+    panes: dict[int, list[pa.Table]] = field(default_factory=dict)  # pane start -> its points
+    pane_rows: dict[int, pa.Table] = field(default_factory=dict)  # pane start -> its rollup rows
+    pane_values: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # -> group key -> values
+    carry_at: dict[int, Carry] = field(default_factory=dict)  # time -> newest point per series before it
     series: dict[int, dict[str, Any]] = field(default_factory=dict)
     series_table: pa.Table = field(default_factory=SERIES_SCHEMA.empty_table)
     known: pa.Array = field(default_factory=lambda: pa.array([], pa.uint64()))
@@ -130,8 +128,6 @@ class _State:
     plain_by_sorted: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # gauge or sum
     keys: list[tuple[tuple[str, str], ...]] = field(default_factory=list)  # group keys, first seen first
     key_index: dict[tuple[tuple[str, str], ...], int] = field(default_factory=dict)
-    panes: set[int] = field(default_factory=set)  # starts of the panes holding points of open windows
-    pane_rows: dict[int, pa.Table] = field(default_factory=dict)
     out_rows: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (agg, key) -> row
     max_event_ns: int | None = None
     closed_through: int | None = None  # every window ending at or before this was emitted
@@ -171,7 +167,10 @@ class Aggregation:
 
     def held_points(self) -> int:
         """Raw points kept for windows still open (and as each series' previous point), all rules."""
-        return sum(state.points.num_rows for state in self._states)
+        return sum(
+            state.carry.num_rows + sum(t.num_rows for tables in state.panes.values() for t in tables)
+            for state in self._states
+        )
 
     def close(self) -> None:
         """Emit every window that holds data."""
@@ -213,12 +212,17 @@ class Aggregation:
         slide = rule.slide_ns
         first, last = int(t.min()) // slide * slide, int(t.max()) // slide * slide
         if first == last:
-            state.panes.add(first)
+            state.panes.setdefault(first, []).append(points)
         else:
-            state.panes.update((np.unique(t // slide) * slide).tolist())
-        for pane in [p for p in state.pane_rows if p >= first]:  # their rows change
-            del state.pane_rows[pane]
-        state.points = pa.concat_tables([state.points, points])
+            pane = t // slide * slide
+            for start in np.unique(pane).tolist():
+                state.panes.setdefault(start, []).append(points.filter(pa.array(pane == start)))
+        # what was derived from the panes from ``first`` on, or from the points before a later time
+        for derived in (state.pane_rows, state.pane_values):
+            for start in [p for p in derived if p >= first]:
+                del derived[start]
+        for start in [p for p in state.carry_at if p > first]:
+            del state.carry_at[start]
 
     # -- windows -------------------------------------------------------------------------------
 
@@ -235,30 +239,28 @@ class Aggregation:
             ends = [e for e in ends if e <= watermark]
         if not ends:
             return
-        t = state.points.column("time_unix_nano").to_numpy()
-        batches = [self._window(rule, state, t, end - rule.window_ns, end) for end in ends]
+        batches = [self._window(rule, state, end - rule.window_ns, end) for end in ends]
         state.closed_through = ends[-1]
-        self._prune(rule, state, t)
+        _prune(rule, state)
         batch = _concat(batches)
         if self._emit is not None and batch.points.num_rows:
             self._emit(batch)
 
-    def _window(self, rule: Rule, state: _State, t: np.ndarray, start: int, end: int) -> MetricBatch:
+    def _window(self, rule: Rule, state: _State, start: int, end: int) -> MetricBatch:
         """The results of one window, every group."""
         panes = [p for p in range(start, end, rule.slide_ns) if p in state.panes]
         if not panes:
             return _concat([])
-        missing = [p for p in panes if p not in state.pane_rows]
-        if missing:
-            _roll_panes(rule, state, t, missing[0], end)
+        for pane in panes:
+            if pane not in state.pane_rows:
+                _roll_pane(rule, state, pane)
         rows = pa.concat_tables([state.pane_rows[p] for p in panes])
         if rows.num_rows == 0:
             return _concat([])
         rows = merge_rollups(rows, rule.window_ns, start)
         row_keys = state.key_by_sorted[np.searchsorted(state.sorted_ids, rows.column("series_id").to_numpy())]
         present = np.unique(row_keys)
-        order = sorted(range(present.size), key=lambda i: state.keys[present[i]])
-        groups = present[order]  # key ids, their keys in sorted order
+        groups = present[sorted(range(present.size), key=lambda i: state.keys[present[i]])]
         gid_of_key = np.full(len(state.keys), -1, np.int64)
         gid_of_key[groups] = np.arange(groups.size)
         grouped = merge_rollups(
@@ -267,16 +269,12 @@ class Aggregation:
             start,
         )
         kind = state.series[next(iter(state.series))]["type"]
-        values = None
-        if kind not in _HISTOGRAMS and any(_PERCENTILE.fullmatch(a) for a in rule.aggs):
-            values = _values_by_group(state, t, start, end, gid_of_key, groups.size)
-        sids, times, starts, results = [], [], [], []
-        out_series = {}
+        percentiles = kind not in _HISTOGRAMS and any(_PERCENTILE.fullmatch(a) for a in rule.aggs)
+        sids, results, out_series = [], [], {}
         for row in grouped.to_pylist():
-            gid = row["series_id"]
-            key_id = int(groups[gid])
-            found = _results(rule, kind, row, None if values is None else values[gid], end - start)
-            for agg, value in found.items():
+            key_id = int(groups[row["series_id"]])
+            values = _window_values(state, panes, key_id) if percentiles else None
+            for agg, value in _results(rule, kind, row, values, end - start).items():
                 if value is None or not math.isfinite(value):
                     continue
                 srow = state.out_rows.get((agg, key_id))
@@ -285,25 +283,24 @@ class Aggregation:
                 out_series.setdefault(srow["series_id"], srow)
                 sids.append(srow["series_id"])
                 results.append(float(value))
-        times = [end] * len(sids)
-        starts = [start] * len(sids)
         return MetricBatch(
-            points=_points_table(sids, times, starts, results),
+            points=_points_table(sids, [end] * len(sids), [start] * len(sids), results),
             series=pa.Table.from_pylist(list(out_series.values()), schema=SERIES_SCHEMA),
             exemplars=EXEMPLARS_SCHEMA.empty_table(),
         )
 
-    def _prune(self, rule: Rule, state: _State, t: np.ndarray) -> None:
-        """Drop points no open window needs, keeping each series' newest older one (its carry)."""
-        assert state.closed_through is not None
-        oldest = _oldest_open_start(rule, state.closed_through)
-        old = t < oldest
-        if old.any():
-            keep = ~old
-            keep[_newest_per_series(state.points, np.flatnonzero(old))] = True
-            state.points = state.points.filter(pa.array(keep))
-        state.panes = {p for p in state.panes if p >= oldest}
-        state.pane_rows = {p: r for p, r in state.pane_rows.items() if p >= oldest}
+
+def _prune(rule: Rule, state: _State) -> None:
+    """Drop the panes no open window holds, folding their newest point per series into the carry."""
+    assert state.closed_through is not None
+    oldest = _oldest_open_start(rule, state.closed_through)
+    if any(p < oldest for p in state.panes):
+        state.carry = _carry_before(state, oldest).points
+        for pane in [p for p in state.panes if p < oldest]:
+            del state.panes[pane]
+            state.pane_rows.pop(pane, None)
+            state.pane_values.pop(pane, None)
+    state.carry_at = {p: c for p, c in state.carry_at.items() if p >= oldest}
 
 
 def _register(rule: Rule, state: _State, series: pa.Table) -> None:
@@ -343,16 +340,52 @@ def _unvalued(state: _State, points: pa.Table) -> np.ndarray | None:
     return unused if unused is not None and unused.any() else None
 
 
-def _roll_panes(rule: Rule, state: _State, t: np.ndarray, first: int, end: int) -> None:
-    """Rollup rows of the panes in ``[first, end)``, each series' increments against its previous point."""
-    pts = state.points
-    inside = (t >= first) & (t < end)
-    carry = Carry(pts.take(_newest_per_series(pts, np.flatnonzero(t < first))))
-    rows, _ = rollup(pts.filter(pa.array(inside)), state.series_table, rule.slide_ns, carry)
-    pane = rows.column("window_start_ns").to_numpy()
-    for p in range(first, end, rule.slide_ns):
-        if p in state.panes:
-            state.pane_rows[p] = rows.filter(pa.array(pane == p))
+def _roll_pane(rule: Rule, state: _State, pane: int) -> None:
+    """The rollup rows of one pane, each series' first increment against its previous point."""
+    points = pa.concat_tables(state.panes[pane])
+    rows, carry = rollup(points, state.series_table, rule.slide_ns, _carry_before(state, pane))
+    state.pane_rows[pane] = rows
+    state.carry_at[pane + rule.slide_ns] = carry
+
+
+def _carry_before(state: _State, time_ns: int) -> Carry:
+    """The newest held point of each series older than ``time_ns``."""
+    cached = state.carry_at.get(time_ns)
+    if cached is not None:
+        return cached
+    known = [p for p in state.carry_at if p < time_ns]
+    since = max(known, default=None)
+    base = state.carry if since is None else state.carry_at[since].points
+    tables = [base] + [
+        table
+        for pane in sorted(state.panes)
+        if pane < time_ns and (since is None or pane >= since)
+        for table in state.panes[pane]
+    ]
+    points = pa.concat_tables(tables)
+    carry = Carry(points.take(_newest_per_series(points, np.arange(points.num_rows))))
+    state.carry_at[time_ns] = carry
+    return carry
+
+
+def _window_values(state: _State, panes: list[int], key_id: int) -> np.ndarray:
+    """The point values of group ``key_id`` in the given panes (held points all have a value)."""
+    parts = []
+    for pane in panes:
+        by_key = state.pane_values.get(pane)
+        if by_key is None:
+            points = pa.concat_tables(state.panes[pane])
+            sid = points.column("series_id").to_numpy()
+            v = points.column("value").to_numpy()
+            key = state.key_by_sorted[np.searchsorted(state.sorted_ids, sid)]
+            order = np.argsort(key, kind="stable")
+            cuts = np.flatnonzero(np.diff(key[order])) + 1
+            by_key = state.pane_values[pane] = {
+                int(key[chunk[0]]): v[chunk] for chunk in np.split(order, cuts) if chunk.size
+            }
+        if key_id in by_key:
+            parts.append(by_key[key_id])
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -401,20 +434,6 @@ def _histogram_quantile(row: dict[str, Any], q: float) -> float | None:
     if row["bounds"] is None or row["bucket_counts"] is None or row["mixed_bounds"]:
         return None
     return float(hist.quantile_explicit(row["bounds"], np.asarray(row["bucket_counts"]), q))
-
-
-def _values_by_group(
-    state: _State, t: np.ndarray, start: int, end: int, gid_of_key: np.ndarray, n_groups: int
-) -> list[np.ndarray]:
-    """Each group's point values in the window (the held points all have a value)."""
-    inside = np.flatnonzero((t >= start) & (t < end))
-    pts = state.points.select(["series_id", "value"]).take(inside)
-    sid = pts.column("series_id").to_numpy()
-    v = pts.column("value").to_numpy()
-    gid = gid_of_key[state.key_by_sorted[np.searchsorted(state.sorted_ids, sid)]]
-    order = np.argsort(gid, kind="stable")
-    bounds = np.searchsorted(gid[order], np.arange(n_groups + 1))
-    return [v[order[bounds[g] : bounds[g + 1]]] for g in range(n_groups)]
 
 
 def _group_key(row: dict[str, Any], by: Sequence[str]) -> tuple[tuple[str, str], ...]:
