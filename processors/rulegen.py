@@ -61,6 +61,7 @@ class RuleSuggestion:
         annotations: ``summary`` (one line) and ``description`` (the statistic and numbers behind it).
         for_: how long the condition must hold before the alert fires (``for`` in YAML).
         keep_firing_for: how long the alert keeps firing after the condition clears; omitted if None.
+        threshold: the number of a single-metric threshold condition, for callers (not in the YAML).
     """
 
     name: str
@@ -70,6 +71,7 @@ class RuleSuggestion:
     annotations: dict[str, str] = field(default_factory=dict)
     for_: str = DEFAULT_FOR
     keep_firing_for: str | None = None
+    threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "condition": self.condition, "for": self.for_}
@@ -352,13 +354,14 @@ def threshold_rules(metric: str, values: np.ndarray, query: Query = Query()) -> 
             x = float(np.quantile(values, level))
             how = f"p{100 * level:g}"
             why = (
-                f"Skewed history ({shape}; n={dist.n}), so a quantile instead of sigma: "
+                f"History not near normal ({shape}; n={dist.n}), so a quantile instead of sigma: "
                 f"the {100 * level:g}th percentile is {format_number(x)}."
             )
         rules.append(
             RuleSuggestion(
                 name=f"{_slug(metric)}_{'high' if sign > 0 else 'low'}_{severity}",
                 condition=_term(query.fn, metric, query.window_ns, query.matchers, query.op, x),
+                threshold=x,
                 severity=severity,
                 labels={"metric": metric},
                 annotations={
@@ -477,6 +480,7 @@ def labelled_rule(
     return RuleSuggestion(
         name=f"{_slug(metric)}_{'high' if query.direction == 'above' else 'low'}_critical",
         condition=_term(query.fn, metric, query.window_ns, query.matchers, query.op, best.threshold),
+        threshold=best.threshold,
         severity="critical",
         labels={"metric": metric},
         annotations={
@@ -504,7 +508,8 @@ def suggest_rules(
 
     ``series`` maps metric names to (timestamps_ns, values); ``step_ns`` is their spacing
     (default: the median spacing); ``labels`` maps metric names to incident flags per point,
-    which replace that metric's statistical critical rule with a fitted one.
+    which replace that metric's statistical critical rule with a fitted one (and drop the
+    warning when the fitted threshold is not beyond it).
     """
     rules: list[RuleSuggestion] = []
     for metric, (t, v) in series.items():
@@ -513,7 +518,14 @@ def suggest_rules(
         own = threshold_rules(metric, v, query)
         if labels is not None and metric in labels:
             fitted = labelled_rule(metric, v, labels[metric], fp_weight, fn_weight, query)
-            own = [r for r in own if r.severity != "critical"] + [fitted]
+            # The fitted rule replaces the statistical critical one, and a warning that could only
+            # fire together with it (its threshold as far out or further) would add nothing.
+            sign = 1 if query.direction == "above" else -1
+            own = [
+                r
+                for r in own
+                if r.severity == "warning" and sign * (fitted.threshold - (r.threshold or 0.0)) > 0
+            ] + [fitted]
         rules += own
         trend = trend_rule(metric, t, v, step, query)
         if trend is not None:

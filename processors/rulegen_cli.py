@@ -83,7 +83,7 @@ def rules_main(argv: list[str]) -> int:
     if args.format == "json":
         print(json.dumps(document, indent=2))
     else:
-        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=1000))
     return 0
 
 

@@ -65,6 +65,7 @@ def test_skewed_history_gets_quantile_thresholds():
     warning, critical = rulegen.threshold_rules("audio.stage.duration", values)
     assert threshold_of(warning) == pytest.approx(np.quantile(values, 0.99), rel=1e-5)
     assert threshold_of(critical) == pytest.approx(np.quantile(values, 0.999), rel=1e-5)
+    assert "not near normal" in warning.annotations["description"]
     assert "99th percentile" in warning.annotations["description"]
     assert not rulegen.describe(values).near_normal
 
@@ -213,11 +214,14 @@ def test_labels_from_intervals_and_from_points():
     assert flags.tolist() == [0, 0, 0, 1, 0, 0]
 
 
-def test_labels_replace_the_statistical_critical_rule():
-    t = times(3000)
-    rules = rulegen.suggest_rules({"m": (t, VALUES)}, labels={"m": incident_labels(6.0)})
-    critical = [r for r in rules if r.severity == "critical"]
-    assert len(critical) == 1 and "labelled" in critical[0].annotations["summary"]
+@pytest.mark.parametrize(("incidents_from", "warning_kept"), [(3.5, True), (2.0, False)])
+def test_labels_replace_the_critical_rule_and_a_warning_beyond_it_is_dropped(incidents_from, warning_kept):
+    values = np.random.default_rng(10).normal(0.0, 1.0, 5000)  # statistical warning near 3
+    rules = rulegen.suggest_rules({"m": (times(5000), values)}, labels={"m": values > incidents_from})
+    (critical,) = [r for r in rules if r.severity == "critical"]
+    assert "labelled" in critical.annotations["summary"]
+    assert critical.threshold == pytest.approx(incidents_from, abs=0.2)
+    assert any(r.severity == "warning" for r in rules) is warning_kept
 
 
 # -- the command line --------------------------------------------------------------------------
