@@ -17,7 +17,10 @@ variance (``get_prediction``), not from a second forecast. :func:`time_to_limit`
 
 :class:`ForecastProcessor` (chain name ``forecast``) does this continuously for configured
 metrics and emits the forecasts as gauge series, so alert rules can page on
-``forecast.time_to_limit_seconds < 6h`` before a resource runs out.
+``forecast.time_to_limit_seconds < 6h`` before a resource runs out. A fit takes about a second
+per series, so the processor runs :func:`forecast` in a worker process (``workers``, default 1)
+and its ``tick`` only hands due series over and collects finished forecasts: ingest, which waits
+for the chain's lock, never waits for a fit. ``workers: 0`` fits inline, inside ``tick``.
 
 Example::
 
@@ -28,10 +31,15 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import math
+import multiprocessing
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +59,8 @@ from otel_audio.processors.base import (
     series_id,
 )
 from otel_audio.processors.units import duration_ns
+
+_log = logging.getLogger(__name__)
 
 METHODS = ("auto", "ets", "arima")
 MIN_POINTS = 8  # fewer than this and no model is worth fitting
@@ -338,6 +348,26 @@ class _Tracked:
     points: deque[tuple[int, float]]
 
 
+@dataclass(frozen=True)
+class _Refit:
+    tracked: _Tracked
+    now: int  # the tick that found the series due: its time_to_limit points are stamped with it
+    future: Future
+    executor: Executor  # the one that runs it, to tell a broken pool from one started since
+
+
+class _Inline(Executor):
+    """Runs each call at once, on the caller's thread (``workers: 0``)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
 class ForecastProcessor:
     """Processor that refits configured series on ``tick`` and emits their forecasts as gauges.
 
@@ -348,25 +378,55 @@ class ForecastProcessor:
     beyond the horizon is a point without a value (OTLP's no-recorded-value flag). Every emitted
     series carries the source's resource and attributes plus ``forecast.metric``.
 
+    Refits run in ``workers`` processes (spawned, so the receiver's GIL and the chain's lock are
+    free meanwhile). ``tick(now)`` submits each due series' points, at most one refit in flight
+    per series (one still running is skipped until the next refresh), and emits, in submission
+    order, the forecasts that finished since the last tick; their ``now`` is the submitting
+    tick's, so the output equals an inline fit's. A refit that fails (a worker crashed, the fit
+    raised) is logged, counted in ``failures``, recorded in ``errors`` and retried at the next
+    refresh; a broken pool is replaced.
+
     Args:
         specs: the series to forecast.
         max_points: newest points kept per source series.
         max_series: source series tracked at most (further ones are ignored).
+        workers: worker processes; 0 fits inline, inside ``tick``.
+        fit: what a refit runs, with :func:`forecast`'s signature (the default, which the
+            ``otel-audio forecast`` command runs too); a module-level function, since workers
+            receive it by reference. Tests substitute one that blocks or crashes.
+        close_timeout_s: how long ``close`` waits for running refits before stopping workers.
     """
 
     name = "forecast"
 
-    def __init__(self, specs: Sequence[SeriesSpec], max_points: int = MAX_POINTS, max_series: int = 1000):
+    def __init__(
+        self,
+        specs: Sequence[SeriesSpec],
+        max_points: int = MAX_POINTS,
+        max_series: int = 1000,
+        *,
+        workers: int = 1,
+        fit: Callable[..., Forecast] = forecast,
+        close_timeout_s: float = 2.0,
+    ):
+        if workers < 0:
+            raise ValueError(f"workers: expected 0 (fit inline) or more processes, got {workers}")
         self.specs = list(specs)
         self._max_points = max_points
         self._max_series = max_series
+        self._workers = workers
+        self._fit = fit
+        self._close_timeout_s = close_timeout_s
         self._by_metric: dict[str, list[SeriesSpec]] = {}
         for spec in self.specs:
             self._by_metric.setdefault(spec.metric, []).append(spec)
         self._tracked: dict[int, list[_Tracked]] = {}
         self._last_fit: dict[SeriesSpec, int] = {}
+        self._running: dict[tuple[int, SeriesSpec], _Refit] = {}
+        self._executor: Executor | None = None
         self._emit: Callable[[Batch], None] | None = None
         self.errors: dict[int, str] = {}  # source series id -> why its last fit failed
+        self.failures = 0  # refits that raised something other than "this data cannot be fitted"
 
     def bind_emit(self, emit: Callable[[Batch], None]) -> None:
         """The chain hands over how to pass new series to the processors after this one."""
@@ -411,30 +471,99 @@ class ForecastProcessor:
         if matching:
             self._tracked[sid] = matching
 
+    @property
+    def in_flight(self) -> int:
+        """Refits submitted and not yet collected by a ``tick``."""
+        return len(self._running)
+
     def tick(self, now_unix_nano: int) -> None:
-        """Refit every spec whose refresh interval has passed, and emit the forecasts."""
+        """Submit the series of every spec whose refresh interval has passed; emit finished fits."""
         due = {
             spec
             for spec in self.specs
             if now_unix_nano - self._last_fit.get(spec, -(2**62)) >= spec.refresh_ns
         }
-        if not due:
-            return
-        series: list[dict[str, Any]] = []
-        points: list[dict[str, Any]] = []
         for sid, tracked_list in self._tracked.items():
             for tracked in tracked_list:
-                if tracked.spec not in due or len(tracked.points) < MIN_POINTS:
-                    continue
-                try:
-                    fc = self._fit(tracked)
-                except ValueError as exc:
-                    self.errors[sid] = str(exc)
-                    continue
-                self.errors.pop(sid, None)
-                self._outputs(tracked, fc, now_unix_nano, series, points)
+                if tracked.spec in due and len(tracked.points) >= MIN_POINTS:
+                    self._submit(sid, tracked, now_unix_nano)
         for spec in due:
             self._last_fit[spec] = now_unix_nano
+        self._collect()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the refits in flight have finished (a later ``tick`` emits them); True if
+        they all did within ``timeout_s``. For tests and benchmarks: the chain never waits."""
+        _, running = wait_futures([refit.future for refit in list(self._running.values())], timeout_s)
+        return not running
+
+    def close(self) -> None:
+        """Stop the workers: pending refits are cancelled, running ones get ``close_timeout_s``."""
+        executor, self._executor = self._executor, None
+        running = [refit.future for refit in self._running.values()]
+        self._running.clear()
+        if executor is None:
+            return
+        # Python 3.11 has no public way to stop a busy worker (shutdown forgets them): a stuck
+        # fit must not hold the receiver's exit, and its result is not wanted any more.
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        _, unfinished = wait_futures(running, self._close_timeout_s)
+        if unfinished:
+            for process in processes:
+                process.terminate()
+
+    def _pool(self) -> Executor:
+        if self._executor is None:
+            if self._workers == 0:
+                self._executor = _Inline()
+            else:
+                spawn = multiprocessing.get_context("spawn")  # no fork of a threaded receiver
+                self._executor = ProcessPoolExecutor(self._workers, mp_context=spawn)
+        return self._executor
+
+    def _submit(self, sid: int, tracked: _Tracked, now: int) -> None:
+        key = (sid, tracked.spec)
+        if key in self._running:
+            return
+        spec = tracked.spec
+        times, values = zip(*tracked.points, strict=True)
+        executor = self._pool()
+        try:
+            future = executor.submit(
+                self._fit,
+                np.array(times, np.int64),
+                np.array(values, np.float64),
+                spec.horizon_ns,
+                step_ns=spec.step_ns,
+                season_ns=spec.season_ns,
+                level=spec.level,
+                method=spec.method,
+            )
+        except (BrokenProcessPool, RuntimeError) as exc:  # RuntimeError: the pool was shut down
+            self._failed(sid, spec, exc, executor, broken=True)
+            return
+        self._running[key] = _Refit(tracked, now, future, executor)
+
+    def _collect(self) -> None:
+        series: list[dict[str, Any]] = []
+        points: list[dict[str, Any]] = []
+        for key, refit in list(self._running.items()):
+            if not refit.future.done():
+                continue
+            del self._running[key]
+            sid = key[0]
+            try:
+                fc = refit.future.result()
+            except ValueError as exc:  # this data cannot be fitted (yet): not a failure of ours
+                self.errors[sid] = str(exc)
+                continue
+            except Exception as exc:
+                broken = isinstance(exc, BrokenProcessPool)
+                self._failed(sid, refit.tracked.spec, exc, refit.executor, broken=broken)
+                continue
+            self.errors.pop(sid, None)
+            self._outputs(refit.tracked, fc, refit.now, series, points)
         if points and self._emit is not None:
             self._emit(
                 MetricBatch(
@@ -444,21 +573,18 @@ class ForecastProcessor:
                 )
             )
 
-    def close(self) -> None:
-        """Nothing to flush: forecasts are recomputed from incoming data."""
-
-    def _fit(self, tracked: _Tracked) -> Forecast:
-        spec = tracked.spec
-        times, values = zip(*tracked.points, strict=True)
-        return forecast(
-            np.array(times, np.int64),
-            np.array(values, np.float64),
-            spec.horizon_ns,
-            step_ns=spec.step_ns,
-            season_ns=spec.season_ns,
-            level=spec.level,
-            method=spec.method,
+    def _failed(
+        self, sid: int, spec: SeriesSpec, exc: BaseException, executor: Executor, broken: bool
+    ) -> None:
+        self.failures += 1
+        self.errors[sid] = f"refit failed: {exc!r}"
+        _log.warning(
+            "forecast of %s (series %d) failed, retried at the next refresh: %r", spec.metric, sid, exc
         )
+        if broken and executor is self._executor:
+            # A worker died (killed, out of memory): the pool takes no more work; start another.
+            self._executor = None
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def _outputs(self, tracked: _Tracked, fc: Forecast, now: int, series: list, points: list) -> None:
         row, spec = tracked.row, tracked.spec
@@ -516,6 +642,7 @@ def from_options(options: dict[str, Any], context: Any = None) -> ForecastProces
         - name: forecast
           options:
             max_points: 4096
+            workers: 1            # fitting processes; 0 fits inline, holding the chain
             series:
               - metric: system.filesystem.usage
                 limit: 5.0e11
@@ -526,10 +653,11 @@ def from_options(options: dict[str, Any], context: Any = None) -> ForecastProces
     """
     if not isinstance(options, dict):
         raise ValueError(f"forecast: options must be a mapping, got {type(options).__name__}")
-    unknown = set(options) - {"series", "max_points", "max_series"}
+    unknown = set(options) - {"series", "max_points", "max_series", "workers"}
     if unknown:
         raise ValueError(
-            f"forecast: unknown option(s) {sorted(unknown)}; accepted: series, max_points, max_series"
+            f"forecast: unknown option(s) {sorted(unknown)}; "
+            "accepted: series, max_points, max_series, workers"
         )
     entries = options.get("series")
     if not isinstance(entries, list) or not entries:
@@ -546,7 +674,12 @@ def from_options(options: dict[str, Any], context: Any = None) -> ForecastProces
             kwargs[key] = value
     if kwargs.get("max_points", MIN_POINTS) < MIN_POINTS:
         raise ValueError(f"forecast.max_points: at least {MIN_POINTS}, got {kwargs['max_points']}")
-    return ForecastProcessor(specs, **kwargs)
+    workers = options.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(
+            f"forecast.workers: expected 0 (fit inline) or a number of processes, got {workers!r}"
+        )
+    return ForecastProcessor(specs, **kwargs, workers=workers)
 
 
 def _spec(entry: Any, where: str) -> SeriesSpec:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,8 @@ from otel_audio.processors.base import (
     series_id,
 )
 from otel_audio.processors.forecast import (
+    ForecastProcessor,
+    SeriesSpec,
     forecast,
     from_options,
     parse_duration_ns,
@@ -154,7 +158,10 @@ def disk_batch(times: np.ndarray, values: np.ndarray) -> MetricBatch:
 def test_processor_emits_forecast_series_that_the_store_can_query():
     store = MemoryStore()
     processor = from_options(
-        {"series": [{"metric": "disk.used", "limit": 65, "horizon": "12h", "refresh": "1h", "season": 0}]}
+        {
+            "series": [{"metric": "disk.used", "limit": 65, "horizon": "12h", "refresh": "1h", "season": 0}],
+            "workers": 0,
+        }
     )
     processor.bind_emit(store.process)
     times = T0 + np.arange(48) * H
@@ -188,7 +195,9 @@ def test_processor_emits_forecast_series_that_the_store_can_query():
 
 def test_processor_refits_only_after_its_refresh_interval():
     emitted = []
-    processor = from_options({"series": [{"metric": "disk.used", "refresh": "10m", "season": 0}]})
+    processor = from_options(
+        {"series": [{"metric": "disk.used", "refresh": "10m", "season": 0}], "workers": 0}
+    )
     processor.bind_emit(emitted.append)
     times = T0 + np.arange(20) * H
     processor.process(disk_batch(times, np.arange(20.0) + np.sin(np.arange(20))))
@@ -201,7 +210,7 @@ def test_processor_refits_only_after_its_refresh_interval():
 
 def test_processor_with_too_little_data_emits_nothing():
     emitted = []
-    processor = from_options({"series": [{"metric": "disk.used"}]})
+    processor = from_options({"series": [{"metric": "disk.used"}], "workers": 0})
     processor.bind_emit(emitted.append)
     processor.process(disk_batch(T0 + np.arange(3) * H, np.arange(3.0)))
     processor.tick(T0 + 3 * H)
@@ -218,11 +227,123 @@ def test_processor_with_too_little_data_emits_nothing():
         ({"series": [{"metric": "m", "colour": 1}]}, "unknown key"),
         ({"series": [{"metric": "m"}], "max_points": 0}, "max_points"),
         ({"series": [{"metric": "m"}], "speed": 1}, "unknown option"),
+        ({"series": [{"metric": "m"}], "workers": -1}, r"forecast.workers: expected 0 \(fit inline\)"),
     ],
 )
 def test_from_options_errors_name_the_key(options, message):
     with pytest.raises(ValueError, match=message):
         from_options(options)
+
+
+# -- refits in worker processes ----------------------------------------------------------------
+# The fit functions below run in spawned workers, which find them by module and name; the files
+# they use are named by environment variables, which a spawned worker inherits.
+
+DISK = SeriesSpec("disk.used", limit=65, horizon_ns=12 * H, refresh_ns=H, season_ns=0)
+
+
+def gated_forecast(*args, **kwargs):
+    """forecast() once the file named by FORECAST_TEST_GATE exists; each call appends a line to
+    FORECAST_TEST_CALLS first."""
+    with open(os.environ["FORECAST_TEST_CALLS"], "a") as calls:
+        calls.write("call\n")
+    while not os.path.exists(os.environ["FORECAST_TEST_GATE"]):
+        time.sleep(0.01)
+    return forecast(*args, **kwargs)
+
+
+def crash_once_forecast(*args, **kwargs):
+    """The first call kills its worker process (as the OOM killer would); later calls forecast."""
+    marker = Path(os.environ["FORECAST_TEST_CRASHED"])
+    if not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return forecast(*args, **kwargs)
+
+
+def raising_forecast(*args, **kwargs):
+    raise RuntimeError("statsmodels blew up")
+
+
+def disk_processor(emitted: list, **kwargs) -> ForecastProcessor:
+    processor = ForecastProcessor([DISK], **kwargs)
+    processor.bind_emit(emitted.append)
+    times = T0 + np.arange(48) * H
+    processor.process(disk_batch(times, 10 + np.arange(48) + np.random.default_rng(2).normal(0, 0.1, 48)))
+    return processor
+
+
+NOW = T0 + 47 * H
+
+
+def test_a_worker_emits_exactly_what_an_inline_fit_emits():
+    inline, pooled = [], []
+    disk_processor(inline, workers=0).tick(NOW)
+    processor = disk_processor(pooled, workers=1)
+    try:
+        processor.tick(NOW)
+        assert processor.wait(120)
+        processor.tick(NOW + 1)  # not due again: only collects
+    finally:
+        processor.close()
+    [expected], [got] = inline, pooled
+    assert got.series.equals(expected.series)
+    assert got.points.equals(expected.points)
+
+
+def test_tick_returns_while_a_refit_runs_and_a_running_series_is_not_resubmitted(tmp_path, monkeypatch):
+    gate, calls = tmp_path / "gate", tmp_path / "calls"
+    monkeypatch.setenv("FORECAST_TEST_GATE", str(gate))
+    monkeypatch.setenv("FORECAST_TEST_CALLS", str(calls))
+    emitted = []
+    processor = disk_processor(emitted, workers=1, fit=gated_forecast)
+    try:
+        processor.tick(NOW)
+        assert processor.in_flight == 1 and not processor.wait(0)  # the fit cannot have finished
+        processor.tick(NOW + H)  # due again, but its refit still runs
+        assert emitted == [] and processor.in_flight == 1
+        gate.touch()
+        assert processor.wait(120)
+        processor.tick(NOW + H)
+    finally:
+        processor.close()
+    assert len(emitted) == 1 and processor.in_flight == 0
+    assert calls.read_text().splitlines() == ["call"]
+
+
+def test_a_crashed_worker_is_counted_and_the_series_is_refitted_at_the_next_refresh(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORECAST_TEST_CRASHED", str(tmp_path / "crashed"))
+    emitted = []
+    processor = disk_processor(emitted, workers=1, fit=crash_once_forecast)
+    try:
+        processor.tick(NOW)
+        assert processor.wait(120)
+        processor.tick(NOW + 1)
+        assert emitted == [] and processor.failures == 1
+        assert processor.errors[SID].startswith("refit failed: BrokenProcessPool")
+        processor.tick(NOW + H)  # a new pool
+        assert processor.wait(120)
+        processor.tick(NOW + H + 1)
+    finally:
+        processor.close()
+    assert len(emitted) == 1 and processor.errors == {} and processor.failures == 1
+
+
+def test_a_fit_that_raises_is_counted_and_tick_goes_on():
+    emitted = []
+    processor = disk_processor(emitted, workers=0, fit=raising_forecast)
+    processor.tick(NOW)
+    assert emitted == [] and processor.failures == 1
+    assert processor.errors == {SID: "refit failed: RuntimeError('statsmodels blew up')"}
+
+
+def test_close_does_not_wait_for_a_stuck_refit(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORECAST_TEST_GATE", str(tmp_path / "never"))
+    monkeypatch.setenv("FORECAST_TEST_CALLS", str(tmp_path / "calls"))
+    processor = disk_processor([], workers=1, fit=gated_forecast, close_timeout_s=0.1)
+    processor.tick(NOW)
+    processor.close()  # returns: the worker is stopped, not awaited
+    assert processor.in_flight == 0
 
 
 # -- the CLI ------------------------------------------------------------------------------------
