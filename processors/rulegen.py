@@ -253,6 +253,8 @@ def labels_from_points(
     timestamps_ns: np.ndarray, label_ns: np.ndarray, label_values: np.ndarray
 ) -> np.ndarray:
     """Each point takes the last label at or before its time (False before the first label)."""
+    if len(label_ns) == 0:
+        return np.zeros(len(timestamps_ns), bool)
     order = np.argsort(label_ns, kind="stable")
     label_ns, label_values = np.asarray(label_ns)[order], np.asarray(label_values, bool)[order]
     index = np.searchsorted(label_ns, np.asarray(timestamps_ns, np.int64), side="right") - 1

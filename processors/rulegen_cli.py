@@ -94,6 +94,8 @@ def _suggest(args: argparse.Namespace) -> list[rulegen.RuleSuggestion]:
     if args.fp_weight <= 0 or args.fn_weight <= 0:
         raise UsageError("--fp-weight and --fn-weight must be greater than 0")
     matchers = _matchers(args.match)
+    if args.step is not None and duration_ns(args.step, "--step") <= 0:
+        raise UsageError(f"--step: must be longer than 0, got {args.step!r}")
     if args.input:
         if len(args.input) != len(args.metric):
             raise UsageError(
@@ -119,8 +121,6 @@ def _suggest(args: argparse.Namespace) -> list[rulegen.RuleSuggestion]:
                 f"{metric}: only {len(t)} points {where}; at least {rulegen.MIN_POINTS} are needed "
                 "(a longer --since or a shorter --step gives more)"
             )
-    if step_ns <= 0:
-        raise UsageError(f"--step: must be longer than 0, got {args.step!r}")
     query = rulegen.Query(fn=args.agg, window_ns=step_ns, matchers=matchers, direction=args.direction)
     labels = None
     if args.labels:
@@ -179,8 +179,13 @@ def _api_error(exc: urllib.error.HTTPError) -> str:
 
 def read_labels(path: Path) -> Labeller:
     """A labelled-history CSV (``start,end`` intervals or ``timestamp,label`` rows) as a labeller."""
-    with open(path, newline="") as handle:
-        rows = [(n, row) for n, row in enumerate(csv.reader(handle), start=1) if any(c.strip() for c in row)]
+    try:
+        with open(path, newline="") as handle:
+            rows = [
+                (n, row) for n, row in enumerate(csv.reader(handle), start=1) if any(c.strip() for c in row)
+            ]
+    except OSError as exc:
+        raise UsageError(f"--labels: cannot read {path}: {exc.strerror}") from None
     if not rows:
         raise UsageError(f"--labels {path}: empty; expected a header start,end or timestamp,label")
     header = [c.strip().lower() for c in rows[0][1]]
@@ -195,6 +200,8 @@ def read_labels(path: Path) -> Labeller:
             seconds.append(timestamp_ns(row[1]) if header[0] == "start" else _flag(row[1]))
         except ValueError as exc:
             raise UsageError(f"--labels {path}:{line}: {exc}") from None
+    if len(rows) == 1:
+        raise UsageError(f"--labels {path}: no rows after the header")
     if header[0] == "start":
         bad = [i for i, (a, b) in enumerate(zip(firsts, seconds, strict=True)) if b < a]
         if bad:

@@ -338,3 +338,32 @@ def test_cli_with_too_little_history_says_how_much_it_needs(tmp_path, capsys):
     data.write_text("timestamp,value\n" + "".join(f"{1_780_000_000 + 60 * i},{i}\n" for i in range(10)))
     code, _, err = run(capsys, "--metric", "m", "--input", str(data))
     assert code == 2 and "only 10 points" in err and "at least 30" in err
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("start,end\n", "no rows after the header"),
+        ("when,what\n1,2\n", ":1: expected the header start,end or timestamp,label"),
+        ("timestamp,label\n1780000000,maybe\n", ":2: label 'maybe': expected 1/0, true/false or yes/no"),
+        ("start,end\n1780000600,1780000000\n", ":2: end is before start"),
+    ],
+)
+def test_cli_bad_labels_file_is_named_with_its_line(tmp_path, capsys, labels, message):
+    data, label_file = tmp_path / "d.csv", tmp_path / "labels.csv"
+    data.write_text("".join(f"{1_780_000_000 + 60 * i},{i % 7}\n" for i in range(100)))
+    label_file.write_text(labels)
+    code, _, err = run(capsys, "--metric", "m", "--input", str(data), "--labels", str(label_file))
+    assert code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_cli_fits_to_incident_intervals(tmp_path, capsys):
+    data, label_file = tmp_path / "d.csv", tmp_path / "incidents.csv"
+    values = np.r_[np.random.default_rng(11).normal(1.0, 0.1, 300), np.full(20, 3.0)]
+    data.write_text("".join(f"{1_780_000_000 + 60 * i},{v}\n" for i, v in enumerate(values)))
+    label_file.write_text(f"start,end\n{1_780_000_000 + 60 * 300},{1_780_000_000 + 60 * 319}\n")
+    code, out, err = run(capsys, "--metric", "m", "--input", str(data), "--labels", str(label_file))
+    assert code == 0, err
+    (critical,) = [r for r in yaml.safe_load(out)["rules"] if r["severity"] == "critical"]
+    assert 1.3 < threshold_of(critical) < 3.0
+    assert "0 false positives, 0 false negatives" in critical["annotations"]["description"]
