@@ -11,7 +11,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from otel_audio.receiver.config import ConfigError, load_config
 from otel_audio.receiver.service import Receiver
-from tests.receiver_helpers import api
+from tests.receiver_helpers import SECOND, api, gauge, grpc_export_metrics, metrics_request
 from tests.test_receiver_sdk import sdk_tracer
 
 
@@ -81,3 +81,23 @@ def test_span_metrics_from_sdk_spans_are_queryable(start_receiver):
     ).json()["series"]
     last = {s["labels"]["status.code"]: [v for _, v in s["points"] if v is not None][-1] for s in counts}
     assert last == {"STATUS_CODE_ERROR": 3.0, "STATUS_CODE_UNSET": 7.0}
+
+
+def test_forecasts_of_points_sent_over_otlp_are_stored_and_queryable(start_receiver):
+    forecast = {"metric": "disk.used", "limit": 100, "horizon": "6h", "refresh": "10m", "season": 0}
+    receiver = start_receiver(processors=[{"forecast": {"series": [forecast]}}, "store"])
+    now = time.time_ns() // SECOND * SECOND
+    points = [
+        (now - (47 - i) * 3600 * SECOND, 10.0 + i + 0.1 * (i % 3), {"device": "sda"}) for i in range(48)
+    ]
+    reply = grpc_export_metrics(receiver.grpc_port, metrics_request("storage", [gauge("disk.used", points)]))
+    assert not reply.partial_success.rejected_data_points
+    [forecaster] = [p for p in receiver.chain.processors if p.name == "forecast"]
+    later = time.time_ns() + 20 * 60 * SECOND  # past any refresh the ticker began
+    receiver.chain.tick(later)  # submits the refit to the worker process
+    assert forecaster.wait(120)
+    receiver.chain.tick(later + 1)  # emits it (unless the ticker was first), through the store
+    [found] = api(receiver, "/api/v1/series", metric="forecast.value").json()["series"]
+    assert found["service"] == "storage"
+    assert found["attributes"] == {"device": "sda", "forecast.metric": "disk.used"}
+    assert forecaster.failures == 0 and forecaster.errors == {}
