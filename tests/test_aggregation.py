@@ -396,3 +396,143 @@ def test_bad_options_name_the_option(options, message):
 def test_defaults_are_a_one_minute_tumbling_average():
     rule = from_options({"rules": [{"metric": "m"}]}).rules[0]
     assert (rule.window_ns, rule.slide_ns, rule.aggs, rule.lateness_ns) == (60 * S, 60 * S, ("avg",), 0)
+
+
+# -- panes: cached rollups and carries, flagged points, bounded state -------------------------------
+
+
+def _replay_counter(batches: list[list[tuple]], window: int, slide: int, lateness: int) -> dict[tuple, float]:
+    """Brute force of a sliding ``increase`` with points arriving late, by replaying the arrivals.
+
+    ``batches``: lists of (service, stage, t, cumulative value) in arrival order. After each batch
+    the windows whose end the watermark (newest time - lateness) reached close, every one holding a
+    point; a window's increase is the sum, over the points that had arrived by then and lie in it,
+    of each one's step from its series' previous arrived point. A point older than the oldest open
+    window's start is late: dropped, for every window and as a previous point.
+    """
+    arrived: list[tuple] = []
+    closed_through, newest, out = None, None, {}
+
+    def close(watermark: int | None) -> None:
+        nonlocal closed_through
+        ends = sorted({e for _, _, t, _ in arrived for e in _windows_of(t, window, slide)})
+        ends = [e for e in ends if closed_through is None or e > closed_through]
+        for end in [e for e in ends if watermark is None or e <= watermark]:
+            by_series = defaultdict(list)
+            for service, stage, t, v in arrived:
+                by_series[(service, stage)].append((t, v))
+            for (service, _), tv in by_series.items():
+                tv.sort()
+                for i, (t, v) in enumerate(tv):
+                    if end - window <= t < end:
+                        step = v - tv[i - 1][1] if i and v >= tv[i - 1][1] else v
+                        key = ("c.increase", service, end)
+                        out[key] = out.get(key, 0.0) + step
+            closed_through = end
+
+    for batch in batches:
+        for point in batch:
+            if closed_through is None or point[2] >= closed_through - window + slide:
+                arrived.append(point)
+                newest = point[2] if newest is None else max(newest, point[2])
+        if newest is not None:
+            close(newest - lateness)
+    close(None)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(SERVICES),
+            st.sampled_from(STAGES),
+            st.integers(1, 4).map(lambda k: k * S // 2),
+            st.integers(-5, 20).filter(bool),
+            st.sampled_from([0, 0, 0, 5 * S, 9 * S, 12 * S]),  # how long the point is delayed
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    per_batch=st.integers(1, 3),
+    slide=st.sampled_from([1, 2, 5]),
+)
+def test_sliding_counter_with_delayed_points_equals_a_replay_of_the_arrivals(steps, per_batch, slide):
+    """Delayed points land in panes whose rollups and carries were cached for a closed window."""
+    rows = {(s, g): _series("c", "sum", s, g) for s in SERVICES for g in STAGES}
+    state = defaultdict(lambda: (0, 0.0))
+    points, arrival = [], []
+    for service, stage, dt, dv, delay in steps:
+        t, v = state[(service, stage)]
+        t, v = t + dt, (v + dv if dv >= 0 else float(-dv))
+        state[(service, stage)] = (t, v)
+        points.append((service, stage, t, v))
+        arrival.append(t + delay)
+    ordered = [points[i] for i in sorted(range(len(points)), key=arrival.__getitem__)]
+    batches = [ordered[i : i + per_batch] for i in range(0, len(ordered), per_batch)]
+    agg = _rule("c", ["increase"], slide=f"{slide}s", lateness="3s")
+    out = _collect(agg)
+    for batch in batches:
+        agg.process(
+            _batch(
+                list(rows.values()),
+                [
+                    {"series_id": rows[(s, g)]["series_id"], "time_unix_nano": t, "value": v}
+                    for s, g, t, v in batch
+                ],
+            )
+        )
+    agg.close()
+    _assert_close(_results(out), _replay_counter(batches, 10 * S, slide * S, 3 * S))
+
+
+def test_a_delayed_counter_point_is_the_previous_point_of_the_next_increment():
+    """a@6 arrives after windows up to 15 s closed (kept: the window [6, 16) is open); a@16's
+    increment is then 16 - 6, not 16 - 2, though the panes between were rolled up before."""
+    rows = {s: _series("c", "sum", s, "decode") for s in ("a", "b")}
+    arrivals = [("b", 1), ("a", 2), ("b", 2), ("b", 3), ("b", 14), ("b", 18), ("a", 6), ("a", 16), ("b", 30)]
+    agg = _rule("c", ["increase"], slide="1s", lateness="3s")
+    out = _collect(agg)
+    for service, second in arrivals:
+        point = {
+            "series_id": rows[service]["series_id"],
+            "time_unix_nano": second * S,
+            "value": float(second),
+        }
+        agg.process(_batch(list(rows.values()), [point]))
+    agg.close()
+    got = {end // S: v for (_, service, end), v in _results(out).items() if service == "a"}
+    assert agg.late_points == 0
+    assert (got[12], got[16], got[17], got[26]) == (2.0, 4.0, 10.0, 10.0)
+    assert 13 not in got  # [3, 13) had closed before a@6 arrived
+
+
+def test_counter_increment_skips_a_flagged_point_before_the_window():
+    row = _series("c", "sum", "a", "decode")
+    sid = row["series_id"]
+    points = [
+        {"series_id": sid, "time_unix_nano": 1 * S, "value": 10.0},
+        {"series_id": sid, "time_unix_nano": 9 * S, "value": float("nan"), "flags": 1},  # no value
+        {"series_id": sid, "time_unix_nano": 12 * S, "value": 13.0},
+    ]
+    agg = _rule("c", ["increase"])
+    out = _collect(agg)
+    for p in points:
+        agg.process(_batch([row], [p]))
+    agg.close()
+    assert _results(out) == {("c.increase", "a", 10 * S): 10.0, ("c.increase", "a", 20 * S): 3.0}
+
+
+def test_held_points_stay_bounded_by_the_open_windows():
+    """A long steady stream: the processor holds about one window and the lateness of points."""
+    rows = [_series("m", "gauge", s, g) for s in SERVICES for g in STAGES]
+    agg = _rule("m", ["avg", "p90"], window="10s", slide="5s", lateness="2s")
+    _collect(agg)
+    held = []
+    for second in range(600):
+        pts = [{"series_id": r["series_id"], "time_unix_nano": second * S, "value": 1.0} for r in rows]
+        agg.process(_batch(rows, pts))
+        held.append(agg.held_points())
+    per_second = len(rows)
+    assert max(held) <= per_second * (10 + 5 + 2 + 1) + per_second  # open panes, plus the carry
+    assert max(held[300:]) == max(held[:100])  # no growth with the run's length
