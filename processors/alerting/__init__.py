@@ -1,0 +1,4 @@
+"""Alerting: rules parsed from a small grammar, Prometheus-grade states, Alertmanager-grade routing.
+
+See :mod:`otel_audio.processors.alerting.model` for the stages and the values they exchange.
+"""
