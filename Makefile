@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/storage.py --block-hours 24
 	$(PY) benchmarks/trace_lookup.py
 	$(PY) benchmarks/flush.py
+	$(PY) benchmarks/aggregation.py
 	$(PY) benchmarks/anomaly.py
 	$(PY) benchmarks/forecast.py
 

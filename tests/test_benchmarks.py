@@ -152,3 +152,18 @@ def test_flush_benchmark_writes_blocks_and_reports_its_speed(tmp_path):
     assert out["files"] == 3  # raw block, 1m and 1h rollup files of one day
     assert out["bytes_written"] > 0 and out["flush_points_per_s"] > 0 and out["rollup_points_per_s"] > 0
     assert list(tmp_path.iterdir()) == []  # the temporary data directory is removed
+
+
+AGGREGATION_RULES = ("gauge_1m", "gauge_5m_sliding", "counter_rate_1m", "histogram_p95_1m")
+
+
+def test_aggregation_benchmark_prints_points_per_second_per_rule_and_for_the_chain():
+    args = ("--series", "10", "--minutes", "3", "--batch-points", "500", "--repeats", "1")
+    result = one_json_line(run("aggregation.py", *args))
+
+    rates = [f"{rule}_points_per_s" for rule in AGGREGATION_RULES] + ["chain_points_per_s"]
+    assert {key for key in rates if not is_positive_finite(result.get(key))} == set()
+    assert result["points"] == 3 * 10 * 180  # three metrics, ten series, a point a second
+    # 1 m windows ending at minutes 1..3 and 5 m sliding ones ending at minutes 1..7
+    assert (result["windows"], result["late_points"]) == (7, 0)
+    assert result["results"] > 0 and 0 < result["max_held_points"] <= result["points"]
