@@ -326,3 +326,34 @@ def test_generalized_esd_removes_what_the_textbook_procedure_removes_in_its_orde
         x = np.round(x)  # ties: the first of equal values in the input is removed first
     max_outliers = int(rng.integers(0, 30))
     assert generalized_esd(x, max_outliers).tolist() == _textbook_esd(x, max_outliers)
+
+
+@pytest.mark.parametrize("size", [2, 3, 16, 17])
+def test_rolling_window_median_mad_is_median_then_mad_of_it(size):
+    rng = np.random.default_rng(size)
+    window = RollingWindow(size)
+    for i in range(300):
+        window.push(float(rng.integers(0, 6)) if i % 3 else float(rng.normal()))
+        median = window.median()
+        assert window.median_mad() == (median, window.mad(median))
+
+
+def test_stl_esd_fits_the_last_window_points_every_refit(monkeypatch):
+    from otel_audio.processors.anomaly import esd
+
+    fitted = []
+    real_stl = esd.STL
+
+    def recording_stl(y, **kwargs):
+        fitted.append(np.array(y))
+        return real_stl(y, **kwargs)
+
+    monkeypatch.setattr(esd, "STL", recording_stl)
+    values = seasonal(4)
+    detector = make_detector("stl_esd", period=P, window=4 * P, refit_every=7)
+    for i, v in enumerate(values):
+        detector.update(i * S, float(v))
+    seen = 3 * P + 7 * np.arange(len(fitted))  # points seen at each fit: the first after 3 periods
+    assert len(fitted) > 20
+    for count, y in zip(seen, fitted, strict=True):
+        assert np.array_equal(y, values[max(0, count - 4 * P) : count])
