@@ -422,3 +422,18 @@ def test_benchmark_prints_one_json_line_with_accuracy_and_coverage():
         result
     )
     assert 0 <= result["coverage"] <= 1
+
+
+def test_tick_benchmark_prints_one_json_line_with_inline_and_pool_tick_times():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "forecast_tick.py"), "--series", "2", "--weeks", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    result = json.loads(line)
+    assert {"inline_tick_seconds", "pool_max_tick_seconds", "cold", "warm"} <= set(result)
+    assert result["identical"] is True and result["cold"]["collect_ticks"] >= 1
