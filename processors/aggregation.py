@@ -186,10 +186,14 @@ class Aggregation:
         ids = series.column("series_id").to_numpy()
         if not state.series.keys() >= set(ids.tolist()):
             _register(rule, state, series)
-        points = batch.points.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)
-        points = points.filter(pc.is_in(points.column("series_id"), value_set=state.known))
-        if points.num_rows == 0:
-            return
+        points = batch.points
+        if not points.schema.equals(POINTS_SCHEMA):
+            points = points.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)
+        ours = pc.is_in(points.column("series_id"), value_set=state.known)
+        if not pc.all(ours).as_py():  # a batch of one metric (the usual case) is taken whole
+            points = points.filter(ours)
+            if points.num_rows == 0:
+                return
         t = points.column("time_unix_nano").to_numpy()
         if state.closed_through is not None:
             late = t < _oldest_open_start(rule, state.closed_through)
