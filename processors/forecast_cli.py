@@ -3,6 +3,8 @@
 Input: a CSV with a ``timestamp,value`` header; timestamps are ISO-8601 (``2026-01-05T10:00:00Z``;
 no zone means UTC) or Unix seconds. Output: a CSV ``timestamp,forecast,lower,upper`` (ISO-8601
 UTC) over the horizon. With ``--limit`` it prints when the mean and the interval bound cross it.
+The fit is :func:`otel_audio.processors.forecast.forecast`, inline: the function the receiver's
+forecast workers run, so a series exported from the receiver forecasts the same here.
 
 Example::
 
