@@ -86,6 +86,7 @@ _SCOPE_NAME = "otel_audio.processors.aggregation"
 _SCOPE = canonical_json({"attributes": {}, "name": _SCOPE_NAME})
 _RULE_KEYS = ("metric", "window", "slide", "by", "aggs", "allowed_lateness")
 _HISTOGRAMS = (MetricType.HISTOGRAM.value, MetricType.EXPONENTIAL_HISTOGRAM.value)
+_FEW_GROUPS = 64  # up to this many groups, percentiles are taken group by group (no sort of the window)
 
 
 @dataclass(frozen=True)
@@ -274,11 +275,14 @@ class Aggregation:
         )
         kind = state.series[next(iter(state.series))]["type"]
         percentiles = kind not in _HISTOGRAMS and any(_PERCENTILE.fullmatch(a) for a in rule.aggs)
+        many = percentiles and groups.size > _FEW_GROUPS
+        quantiles = _quantiles_by_key(state, panes, rule.aggs) if many else {}
         sids, results, out_series = [], [], {}
         for row in grouped.to_pylist():
             key_id = int(groups[row["series_id"]])
-            values = _window_values(state, panes, key_id) if percentiles else None
-            for agg, value in _results(rule, kind, row, values, end - start).items():
+            values = _window_values(state, panes, key_id) if percentiles and not many else None
+            found = _results(rule, kind, row, values, end - start, quantiles.get(key_id))
+            for agg, value in found.items():
                 if value is None or not math.isfinite(value):
                     continue
                 srow = state.out_rows.get((agg, key_id))
@@ -395,8 +399,16 @@ def _window_values(state: _State, panes: list[int], key_id: int) -> np.ndarray:
 # -- results ---------------------------------------------------------------------------------------
 
 
-def _results(rule: Rule, kind: str, row: dict[str, Any], values: np.ndarray | None, width_ns: int):
-    """Every aggregation of one group's merged rollup row."""
+def _results(
+    rule: Rule,
+    kind: str,
+    row: dict[str, Any],
+    values: np.ndarray | None,
+    width_ns: int,
+    quantiles: dict[str, float] | None = None,
+):
+    """Every aggregation of one group's merged rollup row (``quantiles``: the group's percentiles
+    of its point values, when computed for every group at once)."""
     is_hist = kind in _HISTOGRAMS
     if is_hist:
         count, total = row["increase"], row["sum_increase"]
@@ -408,13 +420,57 @@ def _results(rule: Rule, kind: str, row: dict[str, Any], values: np.ndarray | No
         match = _PERCENTILE.fullmatch(agg)
         if match:
             q = float(match.group(1)) / 100
-            out[agg] = _histogram_quantile(row, q) if is_hist else _values_quantile(values, q)
+            if is_hist:
+                out[agg] = _histogram_quantile(row, q)
+            else:
+                out[agg] = quantiles.get(agg) if quantiles is not None else _values_quantile(values, q)
         elif agg == "avg":
             out[agg] = total / count if count else None
         elif agg in ("count", "sum", "min", "max", "last", "increase"):
             out[agg] = {"count": count, "sum": total, "min": low, "max": high}.get(agg, row.get(agg))
         elif agg == "rate":
             out[agg] = None if row["increase"] is None else row["increase"] / (width_ns / 1e9)
+    return out
+
+
+def _quantiles_by_key(state: _State, panes: list[int], aggs: Sequence[str]) -> dict[int, dict[str, float]]:
+    """Every group's percentiles of its point values in the panes, all groups in one sort."""
+    points = pa.concat_tables([t for pane in panes for t in state.panes[pane]])
+    keys = state.key_by_sorted[np.searchsorted(state.sorted_ids, points.column("series_id").to_numpy())]
+    values = points.column("value").to_numpy()
+    order = np.lexsort((values, keys))
+    keys, values = keys[order], values[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, keys.size])
+    columns = {}
+    for agg in aggs:
+        match = _PERCENTILE.fullmatch(agg)
+        if match:
+            columns[agg] = _sorted_quantiles(values, starts, counts, float(match.group(1)) / 100).tolist()
+    return {
+        key: {agg: column[i] for agg, column in columns.items()}
+        for i, key in enumerate(keys[starts].tolist())
+    }
+
+
+def _sorted_quantiles(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """``numpy.quantile(group, q)`` of each sorted run ``values[start:start + count]``, bit for bit.
+
+    numpy's linear method: index ``(n - 1) q``, the two order statistics around it, and its
+    ``_lerp`` (from the upper one when the weight is at least 0.5).
+    """
+    virtual = (counts - 1) * q
+    below = np.floor(virtual)
+    above = below + 1
+    last = virtual >= counts - 1
+    below[last] = above[last] = -1
+    gamma = virtual - below
+    low = values[starts + np.where(below < 0, counts - 1, below).astype(np.intp)]
+    high = values[starts + np.where(above < 0, counts - 1, above).astype(np.intp)]
+    diff = high - low
+    out = low + diff * gamma
+    upper = gamma >= 0.5
+    out[upper] = (high - diff * (1 - gamma))[upper]
     return out
 
 

@@ -536,3 +536,26 @@ def test_held_points_stay_bounded_by_the_open_windows():
     per_second = len(rows)
     assert max(held) <= per_second * (10 + 5 + 2 + 1) + per_second  # open panes, plus the carry
     assert max(held[300:]) == max(held[:100])  # no growth with the run's length
+
+
+def test_percentiles_of_many_groups_equal_numpy_quantile_per_group():
+    """Past a few dozen groups the percentiles are taken for all groups in one sort."""
+    services = [f"s{i:03d}" for i in range(100)]
+    rows = {s: _series("m", "gauge", s, "decode") for s in services}
+    rng = np.random.default_rng(11)
+    values = {s: np.round(rng.normal(0.0, 50.0, 7), 1) for s in services}
+    pts = [
+        {"series_id": rows[s]["series_id"], "time_unix_nano": (k + 1) * S, "value": float(v)}
+        for s in services
+        for k, v in enumerate(values[s])
+    ]
+    agg = _rule("m", ["p50", "p99", "p12.5"])
+    out = _collect(agg)
+    agg.process(_batch(list(rows.values()), pts))
+    agg.close()
+    want = {
+        (f"m.{name}", s, 10 * S): float(np.quantile(values[s], q))
+        for s in services
+        for name, q in (("p50", 0.5), ("p99", 0.99), ("p12.5", 0.125))
+    }
+    assert _results(out) == want  # bit for bit
