@@ -1,0 +1,435 @@
+"""The durable outbox: a notification is stored before it is delivered, and delivered until it is.
+
+Alerting hands each :class:`~otel_audio.processors.alerting.model.Notification` to
+:meth:`Outbox.put` with the names of the channels it goes to. ``put`` writes one row per channel
+to SQLite and commits with ``fsync`` (WAL journal, ``synchronous=FULL``) before it returns; it does
+no network I/O. One worker thread per channel then delivers that channel's rows in the order they
+were put, so a slow or dead channel delays only itself, and a resolve never overtakes its trigger.
+
+Semantics:
+
+- **Exactly-once enqueue.** A row's idempotency key is ``<notification.key>:<channel>``; putting
+  the same notification again (a replay after a crash, a duplicate from upstream) adds nothing.
+- **At-least-once delivery, deduplicated downstream.** A crash between a channel accepting a
+  request and the row being marked delivered sends it again on restart; channels carry an
+  idempotency key where the receiver supports one (PagerDuty ``dedup_key``, the webhook's
+  ``Idempotency-Key`` header, the email ``Message-ID``).
+- **Retries until delivered.** A retryable failure (network error, 408, 429, 5xx) waits with
+  exponential backoff and full jitter (``uniform(0, min(cap, base * 2**(attempt-1)))``, base 1 s,
+  cap 5 min by default), or exactly what ``Retry-After`` asked for. A failure the receiver will
+  never accept (other 4xx, a 5xx SMTP reply) marks the row failed, with its error, and the channel
+  moves on; failed rows stay in :meth:`Outbox.history` for the API.
+- **Restart.** Rows not yet delivered when the process stopped are delivered after
+  :meth:`Outbox.start`. Rows for a channel no longer configured wait in :meth:`Outbox.pending`.
+- **Re-sending.** A channel with a ``resend_interval_s`` above 0 (Alertmanager's API, whose alerts
+  resolve by themselves unless posted again) gets the last delivered firing notification of each
+  group re-sent that often until a later notification of the group is delivered.
+
+Usage::
+
+    outbox = Outbox("data/outbox.sqlite", {c.name: c for c in channels})
+    outbox.start()
+    outbox.put(notification, ["oncall", "team-slack"])
+    ...
+    outbox.stop(timeout=5)
+
+``stats()`` gives plain per-channel counters (delivered, failed, retried, resent) for selfmon.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from otel_audio.notify.channels.base import Channel, DeliveryError
+from otel_audio.processors.alerting.model import Alert, AlertState, Notification
+
+_log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    group_key TEXT NOT NULL,
+    status TEXT NOT NULL,              -- the notification's status: firing or resolved
+    payload TEXT NOT NULL,             -- the notification as JSON (notification_to_json)
+    created_at REAL NOT NULL,          -- seconds since the epoch, when put
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    delivered_at REAL,                 -- set once delivered (and on each re-send)
+    failed_at REAL,                    -- set when the receiver will never accept it
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (channel, delivered_at, failed_at, id);
+CREATE INDEX IF NOT EXISTS deliveries_group ON deliveries (channel, group_key, id);
+"""
+# OR IGNORE: the idempotency key is UNIQUE, so putting a notification twice adds nothing.
+_INSERT = (
+    "INSERT OR IGNORE INTO deliveries (channel, idempotency_key, group_key, status, payload, created_at,"
+    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter (AWS architecture blog's "full jitter").
+
+    Args:
+        base_s: the first retry waits up to this long.
+        cap_s: no wait is longer.
+        max_retry_after_s: a receiver's ``Retry-After`` is honoured up to this long.
+    """
+
+    base_s: float = 1.0
+    cap_s: float = 300.0
+    max_retry_after_s: float = 3600.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """The wait before retry number ``attempt`` (1 for the first retry)."""
+        ceiling = min(self.cap_s, self.base_s * 2.0 ** min(attempt - 1, 60))
+        return rng.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of the outbox: a notification for one channel and how its delivery went."""
+
+    id: int
+    channel: str
+    idempotency_key: str
+    group_key: str
+    status: str
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+    delivered_at: float | None
+    failed_at: float | None
+    last_error: str | None
+
+    @property
+    def state(self) -> str:
+        """``pending``, ``delivered`` or ``failed``."""
+        if self.delivered_at is not None:
+            return "delivered"
+        return "failed" if self.failed_at is not None else "pending"
+
+
+class Outbox:
+    """A SQLite outbox delivering through ``channels`` (name -> :class:`Channel`).
+
+    Args:
+        path: the database file (created with its directory).
+        channels: the configured channels by name.
+        backoff: retry timing.
+        clock: seconds since the epoch (injectable for tests).
+        rng: the jitter's random source.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        channels: Mapping[str, Channel],
+        *,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.channels = dict(channels)
+        self.backoff = backoff or Backoff()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._wake = {name: threading.Event() for name in self.channels}
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._stats = {
+            name: dict.fromkeys(("delivered", "failed", "retried", "resent"), 0) for name in self.channels
+        }
+
+    # -- the caller's side -------------------------------------------------------------------------
+
+    def put(self, notification: Notification, channels: Iterable[str], *, key: str | None = None) -> int:
+        """Store ``notification`` for each channel (fsync'd); returns how many rows were new.
+
+        ``key`` replaces ``notification.key`` as the idempotency key's base: a dispatcher re-sending
+        an unchanged group after ``repeat_interval`` passes a key of its own (e.g. with the repeat's
+        time), since the notification's key is, by design, the same as the original's.
+        """
+        names = list(dict.fromkeys(channels))
+        unknown = [n for n in names if n not in self.channels]
+        if unknown:
+            raise ValueError(
+                f"unknown channel(s) {', '.join(unknown)}; configured: {', '.join(self.channels)}"
+            )
+        base = key or notification.key
+        payload = notification_to_json(notification)
+        now = self._clock()
+        added = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for name in names:
+                    cursor = self._db.execute(
+                        _INSERT,
+                        (
+                            name,
+                            f"{base}:{name}",
+                            notification.group_key,
+                            notification.status,
+                            payload,
+                            now,
+                            now,
+                        ),
+                    )
+                    added += cursor.rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        for name in names:
+            self._wake[name].set()
+        return added
+
+    def wake(self) -> None:
+        """Deliver now: every pending row becomes due and every worker looks at once."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE delivered_at IS NULL AND failed_at IS NULL",
+                (self._clock(),),
+            )
+        for event in self._wake.values():
+            event.set()
+
+    def pending(self) -> list[Delivery]:
+        """Rows not delivered and not failed, oldest first."""
+        return self._select("WHERE delivered_at IS NULL AND failed_at IS NULL ORDER BY id")
+
+    def history(self, limit: int = 100) -> list[Delivery]:
+        """The newest ``limit`` rows, whatever their state, newest first."""
+        return self._select("ORDER BY id DESC LIMIT ?", (limit,))
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per channel: ``delivered``, ``failed``, ``retried`` and ``resent`` counts since start."""
+        with self._lock:
+            return {name: dict(counts) for name, counts in self._stats.items()}
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one delivery thread per channel; undelivered rows from before are delivered too."""
+        if self._threads:
+            return
+        self._stopping.clear()
+        for name, channel in self.channels.items():
+            thread = threading.Thread(
+                target=self._run, args=(name, channel), name=f"outbox-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the workers, waiting up to ``timeout`` s in all; True when every one has ended.
+
+        A worker stuck in a send ends when that send times out; its row stays undelivered and is
+        sent again after the next start.
+        """
+        self._stopping.set()
+        for event in self._wake.values():
+            event.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t for t in self._threads if t.is_alive()]
+        self._threads = alive
+        return not alive
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop and close the database (left open if a worker is still in a send)."""
+        if self.stop(timeout):
+            with self._lock:
+                self._db.close()
+
+    def _run(self, name: str, channel: Channel) -> None:
+        event = self._wake[name]
+        resend_s = float(getattr(channel, "resend_interval_s", 0) or 0)
+        while not self._stopping.is_set():
+            event.clear()
+            try:
+                wait = self._step(name, channel, resend_s)
+            except Exception:
+                _log.exception("outbox worker %s", name)
+                wait = self.backoff.base_s
+            if wait > 0:
+                event.wait(wait)
+
+    def _step(self, name: str, channel: Channel, resend_s: float) -> float:
+        """Deliver what is due on one channel; returns how long to wait before looking again."""
+        now = self._clock()
+        row = self._head(name)
+        if row is not None:
+            row_id, payload, attempts, next_at = row
+            if next_at > now:
+                return min(
+                    next_at - now, self._resend(name, channel, resend_s, now) if resend_s else math.inf
+                )
+            self._attempt(name, channel, row_id, notification_from_json(payload), attempts)
+            return 0.0
+        return self._resend(name, channel, resend_s, now) if resend_s else 3600.0
+
+    def _head(self, name: str) -> tuple[int, str, int, float] | None:
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, payload, attempts, next_attempt_at FROM deliveries"
+                " WHERE channel = ? AND delivered_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT 1",
+                (name,),
+            ).fetchone()
+
+    def _attempt(
+        self, name: str, channel: Channel, row_id: int, notification: Notification, attempts: int
+    ) -> None:
+        try:
+            channel.send(notification)
+        except DeliveryError as exc:
+            self._failed(name, row_id, attempts + 1, str(exc), exc.retryable, exc.retry_after_s)
+        except Exception as exc:  # a bug in a channel must not lose the row: retry it like an outage
+            _log.exception("channel %s raised", name)
+            self._failed(name, row_id, attempts + 1, f"{type(exc).__name__}: {exc}", True, None)
+        else:
+            with self._lock:
+                self._db.execute(
+                    "UPDATE deliveries SET delivered_at = ?, attempts = ?, last_error = NULL WHERE id = ?",
+                    (self._clock(), attempts + 1, row_id),
+                )
+                self._stats[name]["delivered"] += 1
+
+    def _failed(
+        self, name: str, row_id: int, attempts: int, error: str, retryable: bool, retry_after_s: float | None
+    ) -> None:
+        now = self._clock()
+        with self._lock:
+            if not retryable:
+                self._db.execute(
+                    "UPDATE deliveries SET failed_at = ?, attempts = ?, last_error = ? WHERE id = ?",
+                    (now, attempts, error, row_id),
+                )
+                self._stats[name]["failed"] += 1
+                _log.warning("outbox %s: row %d failed for good: %s", name, row_id, error)
+                return
+            if retry_after_s is not None:
+                delay = min(retry_after_s, self.backoff.max_retry_after_s)
+            else:
+                delay = self.backoff.delay(attempts, self._rng)
+            self._db.execute(
+                "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                (attempts, now + delay, error, row_id),
+            )
+            self._stats[name]["retried"] += 1
+
+    def _resend(self, name: str, channel: Channel, interval_s: float, now: float) -> float:
+        """Re-send each group whose latest row is a delivered firing one older than ``interval_s``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.id, d.payload, d.delivered_at FROM deliveries d JOIN ("
+                " SELECT group_key, MAX(id) AS id FROM deliveries WHERE channel = ? GROUP BY group_key"
+                ") latest ON d.id = latest.id WHERE d.status = 'firing' AND d.delivered_at IS NOT NULL",
+                (name,),
+            ).fetchall()
+        wait = interval_s
+        for row_id, payload, delivered_at in rows:
+            due = delivered_at + interval_s
+            if due > now:
+                wait = min(wait, due - now)
+                continue
+            try:
+                channel.send(notification_from_json(payload))
+            except Exception as exc:
+                _log.warning("outbox %s: re-send of row %d failed: %s", name, row_id, exc)
+                wait = min(wait, self.backoff.base_s)
+                continue
+            with self._lock:
+                self._db.execute(
+                    "UPDATE deliveries SET delivered_at = ? WHERE id = ?", (self._clock(), row_id)
+                )
+                self._stats[name]["resent"] += 1
+        return wait
+
+    def _select(self, tail: str, args: tuple[Any, ...] = ()) -> list[Delivery]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, channel, idempotency_key, group_key, status, created_at, attempts,"
+                f" next_attempt_at, delivered_at, failed_at, last_error FROM deliveries {tail}",
+                args,
+            ).fetchall()
+        return [Delivery(*row) for row in rows]
+
+
+def notification_to_json(notification: Notification) -> str:
+    """The notification as stored in the outbox (every field, so ``key`` is the same when read back)."""
+    return json.dumps(
+        {
+            "receiver": notification.receiver,
+            "group_key": notification.group_key,
+            "group_labels": notification.group_labels,
+            "status": notification.status,
+            "created_at": notification.created_at,
+            "truncated_alerts": notification.truncated_alerts,
+            "extra": notification.extra,
+            "alerts": [
+                {
+                    "labels": a.labels,
+                    "annotations": a.annotations,
+                    "state": a.state.value,
+                    "starts_at": a.starts_at,
+                    "ends_at": a.ends_at,
+                    "value": None if math.isnan(a.value) else a.value,
+                    "generator_url": a.generator_url,
+                }
+                for a in notification.alerts
+            ],
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+def notification_from_json(text: str) -> Notification:
+    data = json.loads(text)
+    alerts = tuple(
+        Alert(
+            labels=a["labels"],
+            annotations=a["annotations"],
+            state=AlertState(a["state"]),
+            starts_at=a["starts_at"],
+            ends_at=a["ends_at"],
+            value=math.nan if a["value"] is None else a["value"],
+            generator_url=a["generator_url"],
+        )
+        for a in data["alerts"]
+    )
+    return Notification(
+        receiver=data["receiver"],
+        group_key=data["group_key"],
+        group_labels=data["group_labels"],
+        alerts=alerts,
+        status=data["status"],
+        created_at=data["created_at"],
+        truncated_alerts=data["truncated_alerts"],
+        extra=data["extra"],
+    )
