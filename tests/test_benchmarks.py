@@ -154,7 +154,13 @@ def test_flush_benchmark_writes_blocks_and_reports_its_speed(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the temporary data directory is removed
 
 
-AGGREGATION_RULES = ("gauge_1m", "gauge_5m_sliding", "counter_rate_1m", "histogram_p95_1m")
+AGGREGATION_RULES = (
+    "gauge_1m",
+    "gauge_5m_sliding",
+    "counter_rate_1m",
+    "histogram_p95_1m",
+    "gauge_1m_by_device",
+)
 
 
 def test_aggregation_benchmark_prints_points_per_second_per_rule_and_for_the_chain():
