@@ -169,7 +169,6 @@ class StlEsd:
         self._sd = 0.0
         self._lam = 1.0
         self._oos_var = 0.0
-        self._floor = 0.0
 
     def update(self, t_ns: int, value: float) -> Score | None:
         out = None
@@ -214,14 +213,14 @@ class StlEsd:
         self._mean = float(clean.mean())
         self._sd = float(clean.std(ddof=1))
         self._lam = _critical_values(n, 1, self.alpha)[0]
+        # the forecast until the next refit: the trend's end extended by its slope over the last
+        # period, plus the last season's value for each point's phase
         trend = result.trend
         span = min(self.period, n - 1)
-        self._trend_end = float(trend[-1])
-        self._slope = float(trend[-1] - trend[-1 - span]) / span
-        self._season = result.seasonal[-self.period :]
+        slope = float(trend[-1] - trend[-1 - span]) / span
         h = np.arange(self.refit_every)
-        self._forecast = (self._trend_end + self._slope * (h + 1) + self._season[h % self.period]).tolist()
-        self._season = self._season.tolist()
+        season = result.seasonal[-self.period :]
+        self._forecast = (float(trend[-1]) + slope * (h + 1) + season[h % self.period]).tolist()
         if not self._fitted:  # in-sample residuals of STL are ~0.6 of the forecast errors' spread
             self._oos_var = (self._sd / 0.6) ** 2
         self._fitted = True
