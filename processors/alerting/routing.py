@@ -143,7 +143,7 @@ class Route:
 
         Like Alertmanager's, it does not tell apart siblings with equal matchers.
         """
-        own = "{" + ",".join(f"{m.name}{m.op}{_quote(m.value)}" for m in self.matchers) + "}"
+        own = "{" + ",".join(f"{m.name}{m.op}{quote_label_value(m.value)}" for m in self.matchers) + "}"
         return own if self.parent is None else f"{self.parent.key}/{own}"
 
     def walk(self) -> Iterable[Route]:
@@ -153,8 +153,8 @@ class Route:
             yield from child.walk()
 
 
-def _quote(value: str) -> str:
-    """Go's ``%q`` for the characters label values carry in practice."""
+def quote_label_value(value: str) -> str:
+    """A label value quoted as Go's ``%q`` does it for the characters label values carry in practice."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
     return f'"{escaped}"'
 
@@ -215,7 +215,7 @@ def _build(config: Mapping[str, Any], path: str, receivers: set[str] | None) -> 
 
     return Route(
         receiver=receiver or None,
-        matchers=_matchers(config.get("matchers"), f"{path}.matchers"),
+        matchers=matchers_from_config(config.get("matchers"), f"{path}.matchers"),
         continue_=cont,
         # unset, or an empty list, inherits the parent's grouping (as in Alertmanager)
         group_by=_group_by(config.get("group_by"), f"{path}.group_by"),
@@ -251,7 +251,8 @@ def _group_by(value: Any, path: str) -> tuple[str, ...] | None:
     return tuple(names) or None
 
 
-def _matchers(value: Any, path: str) -> tuple[LabelMatcher, ...]:
+def matchers_from_config(value: Any, path: str) -> tuple[LabelMatcher, ...]:
+    """A YAML list of matcher strings (``['severity="critical"']``); errors name ``path[i]``."""
     if value is None:
         return ()
     if not isinstance(value, list):
