@@ -113,6 +113,9 @@ class Dispatcher:
         self.send = send
         self.log_retention_ns = log_retention_ns
         self._lock = threading.RLock()
+        # groups are keyed by the route's place in the tree (depth-first), so that groups due at
+        # the same moment flush in routing order
+        self._route_index = {id(r): i for i, r in enumerate(route.walk())}
         self._groups: dict[tuple[int, str], _Group] = {}
         self._firing: dict[str, Alert] = {}
         self._log: dict[tuple[str, str], _LogEntry] = {}
@@ -134,7 +137,7 @@ class Dispatcher:
             due = []
             for route in self.route.match(alert.labels):
                 labels = route.group_labels(alert.labels)
-                slot = (id(route), fingerprint(labels))
+                slot = (self._route_index[id(route)], fingerprint(labels))
                 group = self._groups.get(slot)
                 if group is None:
                     key = f"{route.key}:{_label_set(labels)}"
@@ -151,10 +154,8 @@ class Dispatcher:
     def tick(self, now_ns: int) -> None:
         """Flush every group whose time has come, and forget old notification-log entries."""
         with self._lock:
-            due = sorted(
-                (g.next_flush, g.key, slot) for slot, g in self._groups.items() if g.next_flush <= now_ns
-            )
-            for _, _, slot in due:
+            due = sorted((g.next_flush, slot) for slot, g in self._groups.items() if g.next_flush <= now_ns)
+            for _, slot in due:
                 self._flush(slot, now_ns)
             horizon = now_ns - self.log_retention_ns
             for name in [k for k, e in self._log.items() if e.sent_at <= horizon]:
@@ -219,7 +220,11 @@ class Dispatcher:
         resolved = frozenset(a.fingerprint for a in shown if a.state is AlertState.RESOLVED)
         receiver = route.receiver or ""
         log_key = (group.key, receiver)
-        if _needs_update(self._log.get(log_key), firing, resolved, route.repeat_interval_ns, now_ns):
+        # as in Alertmanager, a flush whose alerts are all muted stops before the dedup stage:
+        # nothing is sent and the notification log is left as it was
+        if shown and _needs_update(
+            self._log.get(log_key), firing, resolved, route.repeat_interval_ns, now_ns
+        ):
             self.send(
                 Notification(
                     receiver=receiver,
