@@ -38,7 +38,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -51,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from otel_audio.notify.channels.base import Channel, DeliveryError
-from otel_audio.processors.alerting.model import Alert, AlertState, Notification
+from otel_audio.notify.codec import notification_from_json, notification_to_json
+from otel_audio.processors.alerting.model import Notification
 
 _log = logging.getLogger(__name__)
 
@@ -378,58 +378,3 @@ class Outbox:
                 args,
             ).fetchall()
         return [Delivery(*row) for row in rows]
-
-
-def notification_to_json(notification: Notification) -> str:
-    """The notification as stored in the outbox (every field, so ``key`` is the same when read back)."""
-    return json.dumps(
-        {
-            "receiver": notification.receiver,
-            "group_key": notification.group_key,
-            "group_labels": notification.group_labels,
-            "status": notification.status,
-            "created_at": notification.created_at,
-            "truncated_alerts": notification.truncated_alerts,
-            "extra": notification.extra,
-            "alerts": [
-                {
-                    "labels": a.labels,
-                    "annotations": a.annotations,
-                    "state": a.state.value,
-                    "starts_at": a.starts_at,
-                    "ends_at": a.ends_at,
-                    "value": None if math.isnan(a.value) else a.value,
-                    "generator_url": a.generator_url,
-                }
-                for a in notification.alerts
-            ],
-        },
-        sort_keys=True,
-        default=str,
-    )
-
-
-def notification_from_json(text: str) -> Notification:
-    data = json.loads(text)
-    alerts = tuple(
-        Alert(
-            labels=a["labels"],
-            annotations=a["annotations"],
-            state=AlertState(a["state"]),
-            starts_at=a["starts_at"],
-            ends_at=a["ends_at"],
-            value=math.nan if a["value"] is None else a["value"],
-            generator_url=a["generator_url"],
-        )
-        for a in data["alerts"]
-    )
-    return Notification(
-        receiver=data["receiver"],
-        group_key=data["group_key"],
-        group_labels=data["group_labels"],
-        alerts=alerts,
-        status=data["status"],
-        created_at=data["created_at"],
-        truncated_alerts=data["truncated_alerts"],
-        extra=data["extra"],
-    )
