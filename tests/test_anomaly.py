@@ -357,3 +357,21 @@ def test_stl_esd_fits_the_last_window_points_every_refit(monkeypatch):
     assert len(fitted) > 20
     for count, y in zip(seen, fitted, strict=True):
         assert np.array_equal(y, values[max(0, count - 4 * P) : count])
+
+
+def test_processor_emits_points_and_events_in_time_order_across_series():
+    """Series are scored one after another, but what comes out is in time order, as it went in."""
+    sources = [series("latency", attributes={"stage": stage}) for stage in ("a", "b", "c")]
+    proc = AnomalyProcessor(["latency"], detector="robust_z", params={"min_points": 5, "window": 5})
+    emitted = []
+    proc.bind_emit(emitted.append)
+    rows = []
+    for i in range(40):
+        for k, src in enumerate(sources):
+            spike = 1000.0 if i in (20 + k, 30 - k) else 0.0
+            rows.append({"s": src, "time_unix_nano": (i * 3 + k) * S, "value": float(i % 3) + spike})
+    proc.process(metric_batch(sources, rows[::-1]))  # arrival order does not matter
+    times = emitted[0].points.column("time_unix_nano").to_pylist()
+    assert times == sorted(times)
+    event_times = [e["time_unix_nano"] for e in proc.events()]
+    assert len(event_times) >= 6 and event_times == sorted(event_times)
