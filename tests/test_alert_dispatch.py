@@ -225,8 +225,8 @@ def test_alert_older_than_group_wait_is_sent_at_once_by_a_new_group():
 
 def test_resolved_alert_is_sent_once_and_the_emptied_group_is_removed():
     d, rec = dispatcher(BY_NAME)
-    a, b = fire("a", 0), fire("b", 0)
-    run(d, [(0, a), (0, b), (30, TICK), (100, resolve(a, 100)), *ticks(101, 700)])
+    a, b = fire("a", 0), fire("b", 10)  # the timeline in docs/alerting-routing.md
+    run(d, [(0, a), (10, b), (30, TICK), (100, resolve(a, 100)), *ticks(101, 700)])
     assert rec.summary() == [
         (30, "ops", KEY, "firing", (("a", "firing"), ("b", "firing"))),
         (330, "ops", KEY, "firing", (("a", "resolved"), ("b", "firing"))),

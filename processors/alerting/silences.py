@@ -14,9 +14,10 @@ grouped and still inhibits others (silencing is about notifications only).
     silences.is_silenced({"service": "enhancer", "severity": "warning"}, now)   # [s.id]
     silences.expire(s.id, now_ns=later)
 
-Validation and state changes follow Alertmanager (``silence/silence.go`` and its API v2): at
-least one matcher, and not all of them matching the empty string (a silence must not mute
-everything); the end after the start and not in the past; a start in the past is moved to now;
+Validation and state changes follow Alertmanager (``silence/silence.go`` and its API v2): at least
+one matcher, and not all of them matching the empty string (a silence must not mute everything;
+unlike Alertmanager, which only looks at ``=`` and ``=~`` here, ``env!="prod"`` counts as matching
+the empty string); the end after the start and not in the past; a start in the past is moved to now;
 ``created_by`` and ``comment`` are required. Expiring an active silence ends it now; expiring a
 pending one moves both its start and end to now. Updating (``add`` with the ``id`` of an existing
 silence) changes it in place when Alertmanager would (same matchers, and for an active silence the
@@ -247,8 +248,8 @@ def _validate(
         )
     if ends_at <= starts_at:
         raise ValueError(f"ends_at: must be after starts_at ({ends_at} <= {starts_at})")
-    if ends_at <= now:
-        raise ValueError(f"ends_at: must not be in the past ({ends_at} <= now {now})")
+    if ends_at < now:
+        raise ValueError(f"ends_at: must not be in the past ({ends_at} < now {now})")
     if not created_by or not created_by.strip():
         raise ValueError("created_by: required (who is silencing)")
     if not comment or not comment.strip():
