@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from otel_audio.notify.outbox import Outbox
 from otel_audio.processors.alerting.escalation import (
     EscalationPolicy,
     Escalator,
@@ -268,23 +269,22 @@ def test_an_incident_opened_before_the_escalator_saw_it_is_escalated_on_the_next
 
 
 def test_a_failed_send_commits_nothing_and_the_step_is_retried_with_the_same_keys(incidents, pager):
-    policy = EscalationPolicy("p", (ONCALL.levels[0], Level(("pagerduty", "email"), 5 * M)))
-    escalator = _escalator(incidents, pager, policy)
-    incident = escalator.observe(_note(), T0)
-    calls = []
+    keys: list[str] = []
 
     def flaky(notification: Notification) -> None:
-        calls.append(notification.extra["idempotency_key"])
-        if notification.receiver == "email" and len(calls) == 2:
+        keys.append(notification.extra["idempotency_key"])
+        if notification.receiver == "email" and keys.count(notification.extra["idempotency_key"]) == 1:
             raise OSError("outbox disk full")
         pager(notification)
 
-    escalator._send = flaky
+    policy = EscalationPolicy("p", (ONCALL.levels[0], Level(("pagerduty", "email"), 5 * M)))
+    escalator = Escalator([policy], incidents, flaky)
+    incident = escalator.observe(_note(), T0)
     with pytest.raises(OSError):
         escalator.tick(T0 + 5 * M)
     assert escalator.status(incident.id).level == 1
     escalator.tick(T0 + 5 * M + S)
-    assert calls[0] == calls[2]
+    assert keys[1:3] == keys[3:5]  # the retried step reuses its keys, so a keyed outbox drops the repeat
     assert [p[0] for p in pager.pages] == ["slack", "pagerduty", "pagerduty", "email"]
     assert [e.kind for e in incidents.timeline(incident.id)].count("escalated") == 2
 
@@ -396,3 +396,30 @@ def test_config_errors_name_the_path(section, message):
 def test_policy_names_must_be_unique(incidents, pager):
     with pytest.raises(ValueError, match="names must be unique"):
         Escalator([ONCALL, ONCALL], incidents, pager)
+
+
+def test_a_keyed_outbox_stores_each_page_once_across_retries_and_keeps_repeat_passes(tmp_path, incidents):
+    outbox = Outbox(tmp_path / "outbox.sqlite", dict.fromkeys(("slack", "pagerduty", "email")))
+    failures = iter([True])
+
+    def send(notification: Notification) -> None:
+        outbox.put(notification, [notification.receiver], key=notification.extra["idempotency_key"])
+        if notification.receiver == "email" and next(failures, False):
+            raise OSError("crash after the enqueue, before the step was committed")
+
+    policy = EscalationPolicy("p", (Level(("slack",), 5 * M), Level(("pagerduty", "email"), 5 * M)), repeat=1)
+    escalator = Escalator([policy], incidents, send)
+    escalator.observe(_note(), T0)
+    with pytest.raises(OSError):
+        escalator.tick(T0 + 5 * M)
+    for minute in (6, 10, 15):
+        escalator.tick(T0 + minute * M)
+    assert [d.channel for d in outbox.pending()] == [
+        "slack",
+        "pagerduty",
+        "email",
+        "slack",
+        "pagerduty",
+        "email",
+    ]
+    outbox.close()

@@ -37,6 +37,7 @@ level that came due, in order, each target once per tick.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -194,6 +195,18 @@ def policies_from_config(
     return policies
 
 
+@dataclass
+class _Row:
+    """An incident's escalation as stored: the last step paged and when it was due."""
+
+    policy: str
+    step: int  # 0-based over every level of every pass; -1 before level 1 is paged
+    due_at: int
+    next_at: int | None
+    paged: list[list[Any]]  # [target, level first paged at], in paging order
+    state: str
+
+
 class Escalator:
     """Runs escalation policies over the incidents in ``incidents``, paging through ``send``.
 
@@ -215,6 +228,7 @@ class Escalator:
             raise ValueError("escalation policies: names must be unique")
         self._incidents = incidents
         self._send = send
+        self._lock = threading.Lock()  # one step at a time, so concurrent ticks never page twice
         with incidents.transaction() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
@@ -228,10 +242,11 @@ class Escalator:
         An incident it opens is paged at level 1 of its policy; one it resolves has every paged
         target told.
         """
-        incident = self._incidents.observe(notification, now)
-        if incident is not None:
-            self._advance(incident, now)
-        return incident
+        with self._lock:
+            incident = self._incidents.observe(notification, now)
+            if incident is not None:
+                self._advance(incident, now)
+            return incident
 
     def tick(self, now: int) -> list[Notification]:
         """Page every level that came due by ``now``; what was sent, in order.
@@ -239,16 +254,19 @@ class Escalator:
         Also catches up on work a crash interrupted: open incidents without an escalation yet,
         and resolved incidents whose paged targets were not yet told.
         """
-        sent: list[Notification] = []
-        with self._incidents.transaction() as db:
-            rows = db.execute("SELECT incident_id FROM escalations WHERE state != ?", (DONE,)).fetchall()
-            started = {r[0] for r in db.execute("SELECT incident_id FROM escalations")}
-        pending = [self._incidents.get(r[0]) for r in rows]
-        fresh = self._incidents.list(status=OPEN, limit=MAX_LIST_LIMIT)
-        pending += [i for i in reversed(fresh) if i.id not in started]
-        for incident in pending:
-            sent += self._advance(incident, now)
-        return sent
+        with self._lock:
+            with self._incidents.transaction() as db:
+                live = [
+                    r[0] for r in db.execute("SELECT incident_id FROM escalations WHERE state != ?", (DONE,))
+                ]
+                started = {r[0] for r in db.execute("SELECT incident_id FROM escalations")}
+            pending = [self._incidents.get(number) for number in live]
+            fresh = self._incidents.list(status=OPEN, limit=MAX_LIST_LIMIT)
+            pending += [i for i in reversed(fresh) if i.id not in started]
+            sent: list[Notification] = []
+            for incident in pending:
+                sent += self._advance(incident, now)
+            return sent
 
     def next_at(self) -> int | None:
         """When the next level is due (to schedule the next tick), or ``None``."""
@@ -263,13 +281,12 @@ class Escalator:
         row = self._row(incident_id)
         if row is None:
             return None
-        policy_name, step, _, next_at, paged, state = row
-        policy = self._by_name.get(policy_name)
-        cycle, level = divmod(step, len(policy.levels)) if policy else (0, step)
-        targets = tuple(t for t, _ in paged)
-        return Escalation(incident_id, policy_name, level + 1, cycle + 1, state, next_at or 0, targets)
+        policy = self._by_name.get(row.policy)
+        cycle, level = divmod(row.step, len(policy.levels)) if policy else (0, row.step)
+        targets = tuple(t for t, _ in row.paged)
+        return Escalation(incident_id, row.policy, level + 1, cycle + 1, row.state, row.next_at or 0, targets)
 
-    def _row(self, incident_id: int) -> tuple[str, int, int, int | None, list[list[Any]], str] | None:
+    def _row(self, incident_id: int) -> _Row | None:
         with self._incidents.transaction() as db:
             row = db.execute(
                 "SELECT policy, step, due_at, next_at, paged, state FROM escalations WHERE incident_id = ?",
@@ -278,7 +295,7 @@ class Escalator:
         if row is None:
             return None
         policy, step, due_at, next_at, paged, state = row
-        return policy, step, due_at, next_at, json.loads(paged), state
+        return _Row(policy, step, due_at, next_at, json.loads(paged), state)
 
     def _advance(self, incident: Incident, now: int) -> list[Notification]:
         row = self._row(incident.id)
@@ -286,116 +303,97 @@ class Escalator:
             policy = self.policy_for(incident.labels)
             if policy is None or incident.status != OPEN:
                 return []
-            return self._page(incident, policy, -1, now, [], now, start=True)
-        policy_name, step, due_at, _, paged, state = row
-        if state == DONE:
+            return self._page(
+                incident, policy, _Row(policy.name, -1, now, None, [], ESCALATING), now, new=True
+            )
+        if row.state == DONE:
             return []
-        policy = self._by_name.get(policy_name)
+        policy = self._by_name.get(row.policy)
         if incident.status == RESOLVED:
-            cycle = policy.step(step)[0] if policy and step < policy.steps else 1
-            return self._tell_resolved(incident, policy_name, step, due_at, cycle, paged, now)
-        if state != ESCALATING:
+            return self._tell_resolved(incident, policy, row, now)
+        if row.state != ESCALATING:
             return []
-        if incident.status == ACKNOWLEDGED:
-            self._save(incident.id, step, due_at, None, paged, STOPPED_ACKNOWLEDGED, [], now)
+        if incident.status == ACKNOWLEDGED or policy is None:
+            row.state, row.next_at = (STOPPED_ACKNOWLEDGED if policy else EXHAUSTED), None
+            self._save(incident.id, row, [], now)
             return []
-        if policy is None:
-            self._save(incident.id, step, due_at, None, paged, EXHAUSTED, [], now)
-            return []
-        return self._page(incident, policy, step, due_at, paged, now)
+        return self._page(incident, policy, row, now)
 
     def _page(
-        self,
-        incident: Incident,
-        policy: EscalationPolicy,
-        step: int,
-        due_at: int,
-        paged: list[list[Any]],
-        now: int,
-        start: bool = False,
+        self, incident: Incident, policy: EscalationPolicy, row: _Row, now: int, new: bool = False
     ) -> list[Notification]:
-        """Page the steps after ``step`` that are due by ``now``; then commit where it stands."""
+        """Page the steps after ``row.step`` that are due by ``now``; then commit where it stands."""
         base = self._incidents.latest_notification(incident.id)
         sent: list[Notification] = []
         events: list[tuple[str, dict[str, Any]]] = []
-        already = {t for t, _ in paged}
+        already = {t for t, _ in row.paged}
         this_tick: set[str] = set()
-        while step + 1 < policy.steps:
-            next_due = due_at if step < 0 else due_at + policy.step(step)[2].timeout_ns
-            if next_due > now:
+        while row.step + 1 < policy.steps:
+            due = row.due_at if row.step < 0 else row.due_at + policy.step(row.step)[2].timeout_ns
+            if due > now:
                 break
-            step, due_at = step + 1, next_due
-            cycle, level, lvl = policy.step(step)
-            events.append(
-                (
-                    "escalated",
-                    {"policy": policy.name, "level": level, "cycle": cycle, "targets": list(lvl.targets)},
-                )
-            )
+            row.step, row.due_at = row.step + 1, due
+            cycle, level, lvl = policy.step(row.step)
+            details = {"policy": policy.name, "level": level, "cycle": cycle, "targets": list(lvl.targets)}
+            events.append(("escalated", details))
             for target in lvl.targets:
-                if target in this_tick:
+                if target in this_tick:  # a late tick covering several levels pages a target once
                     continue
                 this_tick.add(target)
                 if target not in already:
                     already.add(target)
-                    paged.append([target, level])
+                    row.paged.append([target, level])
                 copy = _copy(base, target, incident.id, policy.name, level, cycle, "firing", now)
                 self._send(copy)
                 sent.append(copy)
                 events.append(("notified", {"channel": target, "level": level, "status": "firing"}))
-        if step + 1 < policy.steps:
-            next_at, state = due_at + policy.step(step)[2].timeout_ns, ESCALATING
+        if row.step + 1 < policy.steps:
+            row.next_at = row.due_at + policy.step(row.step)[2].timeout_ns
         else:
-            next_at, state = None, EXHAUSTED
-        if sent or start or state == EXHAUSTED:
-            self._save(incident.id, step, due_at, next_at, paged, state, events, now, policy.name)
+            row.state, row.next_at = EXHAUSTED, None
+        if events or new or row.state == EXHAUSTED:
+            self._save(incident.id, row, events, now, new=new)
         return sent
 
     def _tell_resolved(
-        self,
-        incident: Incident,
-        policy: str,
-        step: int,
-        due_at: int,
-        cycle: int,
-        paged: list[list[Any]],
-        now: int,
+        self, incident: Incident, policy: EscalationPolicy | None, row: _Row, now: int
     ) -> list[Notification]:
         base = self._incidents.latest_notification(incident.id)
+        cycle = policy.step(row.step)[0] if policy and 0 <= row.step < policy.steps else 1
         sent: list[Notification] = []
         events: list[tuple[str, dict[str, Any]]] = []
-        for target, level in paged:
-            copy = _copy(base, target, incident.id, policy, level, cycle, "resolved", now)
+        for target, level in row.paged:
+            copy = _copy(base, target, incident.id, row.policy, level, cycle, "resolved", now)
             self._send(copy)
             sent.append(copy)
             events.append(("notified", {"channel": target, "level": level, "status": "resolved"}))
-        self._save(incident.id, step, due_at, None, paged, DONE, events, now)
+        row.state, row.next_at = DONE, None
+        self._save(incident.id, row, events, now)
         return sent
 
     def _save(
         self,
         incident_id: int,
-        step: int,
-        due_at: int,
-        next_at: int | None,
-        paged: list[list[Any]],
-        state: str,
+        row: _Row,
         events: list[tuple[str, dict[str, Any]]],
         now: int,
-        policy: str | None = None,
+        new: bool = False,
     ) -> None:
+        """The row and its timeline events, in one transaction."""
+        values = (row.step, row.due_at, row.next_at, json.dumps(row.paged), row.state)
         with self._incidents.transaction() as db:
-            if policy is not None:
+            if new:
                 db.execute(
-                    "INSERT OR IGNORE INTO escalations (incident_id, policy, step, due_at, paged, state)"
-                    " VALUES (?, ?, -1, 0, '[]', ?)",
-                    (incident_id, policy, ESCALATING),
+                    "INSERT INTO escalations (policy, step, due_at, next_at, paged, state, incident_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (row.policy, *values, incident_id),
                 )
-            db.execute(
-                "UPDATE escalations SET step = ?, due_at = ?, next_at = ?, paged = ?, state = ?"
-                " WHERE incident_id = ?",
-                (step, due_at, next_at, json.dumps(paged), state, incident_id),
-            )
+            else:
+                db.execute(
+                    "UPDATE escalations SET step = ?, due_at = ?, next_at = ?, paged = ?, state = ?"
+                    " WHERE incident_id = ?",
+                    (*values, incident_id),
+                )
             if events:
                 self._incidents.add_events(incident_id, events, now)
 
