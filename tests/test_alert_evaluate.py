@@ -9,14 +9,30 @@ exponential histograms with resets, bound and scale changes.
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from otel_audio.processors.alerting.evaluate import Evaluator, Windows
 from otel_audio.processors.alerting.grammar import (
+    DEFAULT_WINDOW_NS,
+    Absent,
+    And,
+    Call,
+    Compare,
+    Not,
+    Or,
+    Selector,
     parse,
+    percentile,
 )
+from otel_audio.processors.alerting.model import LabelMatcher, matches_all
 from otel_audio.processors.base import (
     EXEMPLARS_SCHEMA,
     POINTS_SCHEMA,
@@ -26,6 +42,7 @@ from otel_audio.processors.base import (
     canonical_json,
     series_row,
 )
+from otel_audio.store import histograms as hist
 
 S, M = 10**9, 60 * 10**9
 T0 = 1_800_000_000 * S
@@ -244,3 +261,379 @@ def test_closing_the_last_evaluator_of_a_metric_forgets_it():
     windows.observe(batch(gauge_points(A, [(0, 1.0)]), [A]))
     ev.close()
     assert windows.metrics == frozenset() and windows.held_points() == 0
+
+
+# -- streaming equals brute force ------------------------------------------------------------------
+
+SPECS = (("g", "gauge", 3), ("c", "sum", 3), ("h", "histogram", 2), ("e", "exponential_histogram", 2))
+BOUNDS = ([1.0, 5.0, 10.0], [1.0, 2.0, 5.0, 10.0])
+
+
+def _dense(buckets: dict[int, int]) -> tuple[int, list[int]]:
+    if not buckets:
+        return 0, []
+    lo, hi = min(buckets), max(buckets)
+    return lo, [buckets.get(i, 0) for i in range(lo, hi + 1)]
+
+
+def history(seed: int) -> tuple[list[dict], list[dict]]:
+    """Series rows and their points, sorted by time: gauges, counters that restart or drop, explicit
+    histograms that restart, change bounds or move counts between buckets, exponential histograms
+    that restart, lower their scale or move counts."""
+    rng = np.random.default_rng(seed)
+    series, points = [], []
+    for metric, kind, n in SPECS:
+        for i in range(n):
+            s = row(metric, kind, i=str(i))
+            series.append(s)
+            t = T0 + int(rng.integers(0, 20)) * S + i
+            st = t - int(rng.choice([1, 1000])) * S
+            v, counts, bounds, total = 0.0, np.zeros(4, np.int64), BOUNDS[0], 0.0
+            scale, zero, pos, neg = 3, 0, {}, {}
+            for _ in range(int(rng.integers(3, 30))):
+                t += int(rng.integers(1, 40)) * S
+                event = rng.random()
+                fields: dict = {"start_time_unix_nano": st}
+                if kind == "gauge":
+                    fields = {"value": float(rng.integers(0, 20))}
+                elif kind == "sum":
+                    if event < 0.1:
+                        st, v = t - S, float(rng.integers(0, 5))
+                    elif event < 0.15:
+                        v = float(v // 2)
+                    else:
+                        v += float(rng.integers(0, 6))
+                    fields = {"value": v, "start_time_unix_nano": st}
+                elif kind == "histogram":
+                    if event < 0.1:
+                        st, counts, total = t - S, np.zeros(len(bounds) + 1, np.int64), 0.0
+                    elif event < 0.15:
+                        bounds = BOUNDS[1] if bounds is BOUNDS[0] else BOUNDS[0]
+                        counts = np.zeros(len(bounds) + 1, np.int64)
+                    elif event < 0.2 and counts.sum():
+                        j = int(np.flatnonzero(counts)[0])
+                        counts[j] -= 1
+                        counts[(j + 1) % counts.size] += 1
+                    for _ in range(int(rng.integers(0, 4))):
+                        counts[int(rng.integers(0, counts.size))] += 1
+                        total += float(rng.uniform(0, 12))
+                    fields = {
+                        "start_time_unix_nano": st,
+                        "count": int(counts.sum()),
+                        "value": total,
+                        "bounds": list(bounds),
+                        "bucket_counts": [int(c) for c in counts],
+                        "min": float(rng.uniform(0, 1)) if event > 0.3 else None,
+                        "max": float(rng.uniform(10, 20)) if event > 0.3 else None,
+                    }
+                else:
+                    if event < 0.1:
+                        st, zero, pos, neg, total = t - S, 0, {}, {}, 0.0
+                    elif event < 0.2 and scale > 0:
+                        scale -= 1
+                        pos = _downscaled(pos, 1)
+                        neg = _downscaled(neg, 1)
+                    elif event < 0.25 and any(pos.values()):
+                        j = min(k for k, c in pos.items() if c)
+                        pos[j] -= 1
+                        pos[j + 1] = pos.get(j + 1, 0) + 1
+                    for _ in range(int(rng.integers(0, 4))):
+                        side = rng.random()
+                        if side < 0.1:
+                            zero += 1
+                        else:
+                            which = neg if side < 0.3 else pos
+                            j = int(rng.integers(-4, 12))
+                            which[j] = which.get(j, 0) + 1
+                        total += float(rng.uniform(-5, 12))
+                    p_off, p_counts = _dense(pos)
+                    n_off, n_counts = _dense(neg)
+                    fields = {
+                        "start_time_unix_nano": st,
+                        "count": zero + sum(pos.values()) + sum(neg.values()),
+                        "value": total,
+                        "exp_scale": scale,
+                        "exp_zero_count": zero,
+                        "exp_zero_threshold": 0.0,
+                        "exp_positive_offset": p_off,
+                        "exp_positive_counts": p_counts,
+                        "exp_negative_offset": n_off,
+                        "exp_negative_counts": n_counts,
+                    }
+                points.append({"series": s, "t": t, "fields": fields})
+    return series, sorted(points, key=lambda p: p["t"])
+
+
+def _downscaled(buckets: dict[int, int], by: int) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for index, count in buckets.items():
+        out[index >> by] = out.get(index >> by, 0) + count
+    return out
+
+
+def _exp_buckets(f: dict, down: int = 0) -> dict[tuple, int]:
+    """An exponential point's buckets, lowered ``down`` scales: {("z", 0) | ("p", i) | ("n", i): count}."""
+    out = {("z", 0): f["exp_zero_count"]}
+    for side, offset, counts in (
+        ("p", f["exp_positive_offset"], f["exp_positive_counts"]),
+        ("n", f["exp_negative_offset"], f["exp_negative_counts"]),
+    ):
+        for k, c in enumerate(counts):
+            key = (side, (offset + k) >> down)
+            out[key] = out.get(key, 0) + c
+    return out
+
+
+@dataclass
+class Increment:
+    count: float  # sums: of the value; histograms: of the observation count
+    sum: float  # histograms: of their sum
+    buckets: tuple  # explicit: (bounds, counts); exponential: (scale, {key: count})
+    first: bool
+    start: int
+
+
+def increments(kind: str, pts: list[dict]) -> list[Increment]:
+    """Each point's increment against the previous point of its series, the store's reset rule."""
+    out = []
+    for i, p in enumerate(pts):
+        f, prev = p["fields"], pts[i - 1]["fields"] if i else None
+        st = f.get("start_time_unix_nano", 0)
+        x = f["value"] if kind == "sum" else f.get("count", 0)
+        ok = prev is not None and prev.get("start_time_unix_nano", 0) == st
+        ok = ok and x >= (prev["value"] if kind == "sum" else prev["count"])
+        count = x - (prev["value"] if kind == "sum" else prev["count"]) if ok else x
+        total = f["value"] - prev["value"] if ok else f["value"]
+        buckets: tuple = ()
+        if kind == "histogram":
+            if (
+                ok
+                and prev["bounds"] == f["bounds"]
+                and all(c >= d for c, d in zip(f["bucket_counts"], prev["bucket_counts"], strict=True))
+            ):
+                diff = [c - d for c, d in zip(f["bucket_counts"], prev["bucket_counts"], strict=True)]
+                buckets = (tuple(f["bounds"]), diff)
+            else:
+                buckets = (tuple(f["bounds"]), list(f["bucket_counts"]))
+        elif kind == "exponential_histogram":
+            own = (f["exp_scale"], _exp_buckets(f))
+            buckets = own
+            if ok:
+                low = min(f["exp_scale"], prev["exp_scale"])
+                mine = _exp_buckets(f, f["exp_scale"] - low)
+                theirs = _exp_buckets(prev, prev["exp_scale"] - low)
+                diff = {k: mine.get(k, 0) - theirs.get(k, 0) for k in mine.keys() | theirs.keys()}
+                if all(c >= 0 for c in diff.values()):
+                    buckets = (low, diff)
+        out.append(Increment(count, total, buckets, prev is None, st))
+    return out
+
+
+def exp_quantile(parts: list[tuple[int, dict]], q: float) -> float:
+    parts = [(scale, b) for scale, b in parts if sum(b.values()) > 0]
+    if not parts:
+        return math.nan
+    low = min(scale for scale, _ in parts)
+    merged: dict[tuple, int] = {}
+    for scale, b in parts:
+        for (side, index), c in b.items():
+            key = (side, index >> (scale - low) if side != "z" else 0)
+            merged[key] = merged.get(key, 0) + c
+    rank = max(math.ceil(q * sum(merged.values())), 1)
+    order = sorted((k for k in merged if k[0] == "n"), key=lambda k: -k[1])
+    order += [("z", 0), *sorted((k for k in merged if k[0] == "p"), key=lambda k: k[1])]
+    seen = 0
+    for side, index in order:
+        seen += merged.get((side, index), 0)
+        if seen >= rank:
+            if side == "z":
+                return 0.0
+            lower, upper = 2 ** (index / 2**low), 2 ** ((index + 1) / 2**low)
+            return (1 if side == "p" else -1) * 2 * lower * upper / (lower + upper)
+    raise AssertionError("rank beyond the total")
+
+
+def brute_leaf(func: str, selector: Selector, window: int, now: int, observed: list) -> dict:
+    """{label key: (labels, value)} of every matching series with a point in (now - window, now]."""
+    kind = next((k for m, k, _ in SPECS if m == selector.metric), None)
+    q = percentile(func)
+    if kind is None or (q is None and func not in _DEFINED[kind]):
+        return {}
+    out = {}
+    for s, pts in observed:
+        if s["metric"] != selector.metric:
+            continue
+        lookup = {"service": s["service"], **{k: str(v) for k, v in _attrs(s).items()}}
+        if not matches_all(selector.matchers, lookup):
+            continue
+        incs = increments(kind, pts) if kind != "gauge" else []
+        idx = [i for i, p in enumerate(pts) if now - window < p["t"] <= now]
+        if not idx:
+            continue
+        values = [pts[i]["fields"].get("value") for i in idx]
+        counted = [c for c in (incs[i] for i in idx if incs) if not (c.first and c.start <= now - window)]
+        if func == "_points":
+            value = float(len(idx))
+        elif kind in ("gauge", "sum") and func not in ("rate", "increase"):
+            value = _plain(func, q, values, [(pts[i]["t"] - now) / 1e9 for i in idx])
+        elif func in ("count", "increase", "rate"):
+            value = sum(c.count for c in counted) / (window / 1e9 if func == "rate" else 1)
+        elif func == "sum":
+            value = sum(c.sum for c in counted)
+        elif func == "avg":
+            n = sum(c.count for c in counted)
+            value = sum(c.sum for c in counted) / n if n else math.nan
+        elif func in ("min", "max"):
+            fields = [pts[i]["fields"].get(func) for i in idx]
+            fields = [x for x in fields if x is not None]
+            value = (min if func == "min" else max)(fields) if fields else math.nan
+        elif kind == "histogram":
+            layouts = {tuple(pts[i]["fields"]["bounds"]) for i in idx}
+            value = math.nan
+            if len(layouts) == 1:
+                bounds = next(iter(layouts))
+                summed = np.zeros(len(bounds) + 1)
+                for c in counted:
+                    summed += np.asarray(c.buckets[1], dtype=float)
+                value = hist.quantile_explicit(bounds, summed, q) if summed.sum() else math.nan
+        else:
+            value = exp_quantile([c.buckets for c in counted], q)
+        labels = {k: v for k, v in lookup.items() if v}
+        out[tuple(sorted(labels.items()))] = (labels, float(value))
+    return out
+
+
+_DEFINED = {
+    "gauge": {"avg", "min", "max", "sum", "count", "last", "rate_of_change", "_points"},
+    "sum": {"avg", "min", "max", "sum", "count", "last", "rate_of_change", "rate", "increase", "_points"},
+    "histogram": {"avg", "min", "max", "sum", "count", "rate", "increase", "_points"},
+    "exponential_histogram": {"avg", "min", "max", "sum", "count", "rate", "increase", "_points"},
+}
+
+
+def _attrs(s: dict) -> dict:
+    return json.loads(s["attributes"])
+
+
+def _plain(func: str, q: float | None, values: list[float], seconds: list[float]) -> float:
+    if q is not None:
+        return float(np.quantile(values, q))
+    if func == "rate_of_change":
+        return float(np.polyfit(seconds, values, 1)[0]) if len(values) >= 2 else math.nan
+    return {
+        "avg": lambda: sum(values) / len(values),
+        "min": lambda: min(values),
+        "max": lambda: max(values),
+        "count": lambda: float(len(values)),
+        "sum": lambda: values[-1],
+        "last": lambda: values[-1],
+    }[func]()
+
+
+_OPS = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
+
+
+def brute(cond, now: int, observed: list) -> tuple[dict, dict]:
+    """(label sets where ``cond`` holds, label sets it is decided for), from scratch."""
+    if isinstance(cond, Compare):
+        operand = cond.operand
+        if isinstance(operand, Call):
+            decided = brute_leaf(operand.func, operand.selector, operand.window_ns, now, observed)
+        else:
+            decided = brute_leaf("last", operand, DEFAULT_WINDOW_NS, now, observed)
+        holds = {
+            k: v for k, v in decided.items() if not math.isnan(v[1]) and _OPS[cond.op](v[1], cond.number)
+        }
+        return holds, decided
+    if isinstance(cond, Absent):
+        labels = {m.name: m.value for m in cond.selector.matchers if m.op == "="}
+        key = tuple(sorted(labels.items()))
+        if brute_leaf("_points", cond.selector, cond.window_ns, now, observed):
+            return {}, {key: (labels, 0.0)}
+        return {key: (labels, 1.0)}, {key: (labels, 1.0)}
+    if isinstance(cond, Not):
+        holds, decided = brute(cond.operand, now, observed)
+        return {k: v for k, v in decided.items() if k not in holds}, decided
+    (lh, ld), (rh, rd) = brute(cond.left, now, observed), brute(cond.right, now, observed)
+    if isinstance(cond, Or):
+        return {**rh, **lh}, {**rd, **ld}
+    return _pairs(lh, rh), _pairs(ld, rd)
+
+
+def _pairs(left: dict, right: dict) -> dict:
+    out = {}
+    for labels, value in left.values():
+        for other, _ in right.values():
+            if all(labels[k] == other[k] for k in labels.keys() & other.keys()):
+                merged = {**other, **labels}
+                out.setdefault(tuple(sorted(merged.items())), (merged, value))
+    return out
+
+
+_FUNCS = [
+    "avg",
+    "min",
+    "max",
+    "sum",
+    "count",
+    "last",
+    "rate",
+    "increase",
+    "rate_of_change",
+    "p50",
+    "p95",
+    "p99.9",
+]
+_MATCHERS = [(), (("i", "=", "0"),), (("i", "=~", "0|1"),), (("i", "!=", "1"),), (("i", "=", "9"),)]
+_selectors_r = st.builds(
+    lambda metric, ms: Selector(metric, tuple(LabelMatcher(*m) for m in ms)),
+    st.sampled_from([m for m, _, _ in SPECS]),
+    st.sampled_from(_MATCHERS),
+)
+_windows_r = st.sampled_from([10 * S, 45 * S, 2 * M, 5 * M])
+_leaves_r = st.one_of(
+    st.builds(
+        Compare,
+        st.one_of(st.builds(Call, st.sampled_from(_FUNCS), _selectors_r, _windows_r), _selectors_r),
+        st.sampled_from(list(_OPS)),
+        st.sampled_from([-0.5, 0.0123457, 0.7312345, 2.3456789, 7.654321, 15.51234, 33.3331]),
+    ),
+    st.builds(Absent, _selectors_r, _windows_r),
+)
+_conditions_r = st.recursive(
+    _leaves_r,
+    lambda inner: st.one_of(st.builds(And, inner, inner), st.builds(Or, inner, inner), st.builds(Not, inner)),
+    max_leaves=4,
+)
+
+
+def _same(stream: list, expected: dict) -> None:
+    want = [expected[k] for k in sorted(expected)]
+    assert [s.labels for s in stream] == [labels for labels, _ in want]
+    for sample, (_, value) in zip(stream, want, strict=True):
+        if math.isnan(value):
+            assert math.isnan(sample.value)
+        else:
+            assert sample.value == pytest.approx(value, rel=1e-7, abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), conditions=st.lists(_conditions_r, min_size=1, max_size=6))
+def test_streaming_evaluation_equals_a_brute_force_recomputation(seed, conditions):
+    series, points = history(seed)
+    windows = Windows()
+    evaluators = [Evaluator(parse(str(c)), windows) for c in conditions]
+    rng = np.random.default_rng(seed)
+    observed: dict[int, list[dict]] = {}
+    rows = {s["series_id"]: s for s in series}
+    start = 0
+    while start < len(points):
+        part = points[start : start + int(rng.integers(1, 40))]
+        start += len(part)
+        windows.observe(batch(part, series))
+        for p in part:
+            observed.setdefault(p["series"]["series_id"], []).append(p)
+        now = max(p["t"] for p in part) + int(rng.choice([0, 0, 3 * S, 70 * S]))
+        by_series = [(rows[sid], pts) for sid, pts in observed.items()]
+        for cond, ev in zip(conditions, evaluators, strict=True):
+            _same(ev.evaluate(now), brute(cond, now, by_series)[0])

@@ -416,8 +416,8 @@ def _compute(metric: _Metric, func: str, window_ns: int, now_ns: int) -> tuple[n
             return sidx, inc / (window_ns / 1e9) if func == "rate" else inc
         if func in ("sum", "avg"):
             sums = total(counts * col("sum_increase"))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return sidx, sums if func == "sum" else sums / inc
+            with np.errstate(invalid="ignore", divide="ignore"):  # no observations: no average
+                return sidx, sums if func == "sum" else np.where(inc != 0, sums / inc, np.nan)
     if func in ("min", "max"):
         name = {"min": "min", "max": "max"}[func] if kind in ("gauge", "sum") else f"hist_{func}"
         out = np.full(n, np.nan)
