@@ -187,6 +187,7 @@ class Dispatcher:
         """The firing alerts, each with its receivers and the silences and alerts muting it."""
         with self._lock:
             firing = list(self._firing.values())
+        inhibition = self.inhibitor.snapshot(firing)
         views = []
         for alert in _sorted(firing):
             receivers = tuple(dict.fromkeys(r.receiver or "" for r in self.route.match(alert.labels)))
@@ -195,7 +196,7 @@ class Dispatcher:
                     alert=alert,
                     receivers=receivers,
                     silenced_by=tuple(self._silenced_by(alert, now_ns)),
-                    inhibited_by=tuple(self.inhibitor.inhibited_by(alert.labels, firing)),
+                    inhibited_by=tuple(inhibition.inhibited_by(alert.labels)),
                 )
             )
         return views
@@ -210,11 +211,11 @@ class Dispatcher:
         group.has_flushed = True
 
         handled = dict(group.alerts)
-        firing_now = list(self._firing.values())
+        inhibition = self.inhibitor.snapshot(self._firing.values())
         shown = [
             a
             for a in _sorted(handled.values())
-            if not self._silenced_by(a, now_ns) and not self.inhibitor.is_inhibited(a.labels, firing_now)
+            if not self._silenced_by(a, now_ns) and not inhibition.is_inhibited(a.labels)
         ]
         firing = frozenset(a.fingerprint for a in shown if a.state is AlertState.FIRING)
         resolved = frozenset(a.fingerprint for a in shown if a.state is AlertState.RESOLVED)

@@ -44,14 +44,20 @@ class InhibitRule:
 
     def sources(self, labels: Mapping[str, str], firing_alerts: Iterable[Alert]) -> list[str]:
         """Fingerprints of the firing alerts that inhibit an alert with ``labels`` under this rule."""
-        target = dict(labels)
-        if not matches_all(self.target_matchers, target):
+        return self._inhibiting(dict(labels), self._source_alerts(firing_alerts))
+
+    def _source_alerts(self, alerts: Iterable[Alert]) -> list[Alert]:
+        """The firing alerts on this rule's source side (Alertmanager's per-rule source cache)."""
+        return [
+            a for a in alerts if a.state is AlertState.FIRING and matches_all(self.source_matchers, a.labels)
+        ]
+
+    def _inhibiting(self, target: dict[str, str], sources: list[Alert]) -> list[str]:
+        if not sources or not matches_all(self.target_matchers, target):
             return []
         both_sides = matches_all(self.source_matchers, target)
         found = []
-        for alert in firing_alerts:
-            if alert.state is not AlertState.FIRING or not matches_all(self.source_matchers, alert.labels):
-                continue
+        for alert in sources:
             if any(alert.labels.get(name, "") != target.get(name, "") for name in self.equal):
                 continue
             if both_sides and matches_all(self.target_matchers, alert.labels):
@@ -72,16 +78,35 @@ class Inhibitor:
 
     def is_inhibited(self, alert_labels: Mapping[str, str], firing_alerts: Iterable[Alert]) -> bool:
         """Whether a firing alert (``firing_alerts``; others are ignored) mutes these labels."""
-        return bool(self.inhibited_by(alert_labels, firing_alerts))
+        return self.snapshot(firing_alerts).is_inhibited(alert_labels)
 
     def inhibited_by(self, alert_labels: Mapping[str, str], firing_alerts: Iterable[Alert]) -> list[str]:
         """Fingerprints of the alerts that inhibit these labels, under any rule, without repeats."""
-        if not self.rules:
-            return []
-        alerts = list(firing_alerts)
+        return self.snapshot(firing_alerts).inhibited_by(alert_labels)
+
+    def snapshot(self, firing_alerts: Iterable[Alert]) -> InhibitionSnapshot:
+        """The rules applied to one set of alerts, for checking many targets against it cheaply."""
+        alerts = list(firing_alerts) if self.rules else []
+        return InhibitionSnapshot([(rule, rule._source_alerts(alerts)) for rule in self.rules])
+
+
+class InhibitionSnapshot:
+    """Each rule with its firing source alerts, sorted out once (see :meth:`Inhibitor.snapshot`)."""
+
+    def __init__(self, rules: list[tuple[InhibitRule, list[Alert]]]) -> None:
+        self._rules = [(rule, sources) for rule, sources in rules if sources]
+
+    def is_inhibited(self, alert_labels: Mapping[str, str]) -> bool:
+        if not self._rules:
+            return False
+        target = dict(alert_labels)
+        return any(rule._inhibiting(target, sources) for rule, sources in self._rules)
+
+    def inhibited_by(self, alert_labels: Mapping[str, str]) -> list[str]:
+        target = dict(alert_labels)
         seen: dict[str, None] = {}
-        for rule in self.rules:
-            for fp in rule.sources(alert_labels, alerts):
+        for rule, sources in self._rules:
+            for fp in rule._inhibiting(target, sources):
                 seen.setdefault(fp, None)
         return list(seen)
 
