@@ -533,3 +533,10 @@ def test_secrets_come_from_files(tmp_path):
     channel = channel_from_config("pd", {"type": "pagerduty", "routing_key": f"file:{secret}"})
     assert channel.routing_key == "FROMFILE"
     assert Path(secret).exists()
+
+
+def test_slack_escapes_user_text_so_it_forms_no_links_or_mentions():
+    risky = Alert({"alertname": "A<b>"}, {"summary": "p95 > 500 & <!channel>"}, AlertState.FIRING, T0)
+    text = slack_payload(notify(risky))["blocks"][1]["text"]["text"]
+    assert "p95 &gt; 500 &amp; &lt;!channel&gt;" in text
+    assert "<!channel>" not in text

@@ -259,3 +259,17 @@ def test_a_notification_reads_back_equal_with_the_same_key():
         notification_to_json(Notification("r", "g", {}, (nan_alert,), "firing", T0))
     )
     assert math.isnan(nan_back.alerts[0].value)
+
+
+def test_put_defaults_to_the_receiver_and_a_resend_under_its_own_key_is_sent_again(
+    tmp_path, outboxes, server
+):
+    outbox = open_outbox(outboxes, tmp_path / "o.sqlite", [hook(server, "team")], backoff=FAST)
+    outbox.start()
+    same = notification()
+    assert outbox.put(same) == 1
+    assert outbox.put(same, key=f"{same.key}:repeat-1") == 1
+    assert outbox.put(same, key=f"{same.key}:repeat-1") == 0
+    first, repeat = server.wait_for(2, "/hook")
+    assert first.headers["Idempotency-Key"] == same.key
+    assert repeat.headers["Idempotency-Key"] == f"{same.key}:repeat-1"

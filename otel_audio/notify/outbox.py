@@ -38,6 +38,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -49,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otel_audio.notify.channels.base import Channel, DeliveryError
+from otel_audio.notify.channels.base import Channel, DeliveryError, idempotency_key
 from otel_audio.notify.codec import notification_from_json, notification_to_json
 from otel_audio.processors.alerting.model import Notification
 
@@ -165,20 +166,32 @@ class Outbox:
 
     # -- the caller's side -------------------------------------------------------------------------
 
-    def put(self, notification: Notification, channels: Iterable[str], *, key: str | None = None) -> int:
+    def put(
+        self, notification: Notification, channels: Iterable[str] | None = None, *, key: str | None = None
+    ) -> int:
         """Store ``notification`` for each channel (fsync'd); returns how many rows were new.
 
-        ``key`` replaces ``notification.key`` as the idempotency key's base: a dispatcher re-sending
-        an unchanged group after ``repeat_interval`` passes a key of its own (e.g. with the repeat's
-        time), since the notification's key is, by design, the same as the original's.
+        ``channels`` defaults to ``[notification.receiver]``, so ``send=outbox.put`` fits the
+        dispatcher and the escalator. The idempotency key's base is ``key``, else
+        ``notification.extra["idempotency_key"]``, else ``notification.key``. The notification's
+        own key is, by design, the same for an unchanged group: a deliberate re-send (a
+        ``repeat_interval`` repeat, an escalation page) needs a key of its own or it is taken for
+        a duplicate and not sent.
         """
+        if channels is None:
+            channels = [notification.receiver]
         names = list(dict.fromkeys(channels))
         unknown = [n for n in names if n not in self.channels]
         if unknown:
             raise ValueError(
                 f"unknown channel(s) {', '.join(unknown)}; configured: {', '.join(self.channels)}"
             )
-        base = key or notification.key
+        base = key or idempotency_key(notification)
+        if base != notification.extra.get("idempotency_key", notification.key):
+            # stored with the notification, so channels send the same key (Idempotency-Key header)
+            notification = dataclasses.replace(
+                notification, extra={**notification.extra, "idempotency_key": base}
+            )
         payload = notification_to_json(notification)
         now = self._clock()
         added = 0

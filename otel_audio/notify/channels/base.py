@@ -52,6 +52,12 @@ class Channel(Protocol):
     def send(self, notification: Notification) -> None: ...
 
 
+def idempotency_key(notification: Notification) -> str:
+    """The key a receiver can drop repeats by: ``extra["idempotency_key"]`` (set for deliberate
+    re-sends, which must not look like duplicates) or else the notification's own key."""
+    return str(notification.extra.get("idempotency_key") or notification.key)
+
+
 def alert_status(alert: Alert) -> str:
     """Alertmanager's per-alert status: ``resolved`` once the alert ended, else ``firing``."""
     return "resolved" if alert.state is AlertState.RESOLVED else "firing"

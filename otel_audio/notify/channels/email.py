@@ -19,7 +19,14 @@ import ssl
 from email.message import EmailMessage
 from typing import Any
 
-from otel_audio.notify.channels.base import ConfigReader, DeliveryError, alert_status, rfc3339, title
+from otel_audio.notify.channels.base import (
+    ConfigReader,
+    DeliveryError,
+    alert_status,
+    idempotency_key,
+    rfc3339,
+    title,
+)
 from otel_audio.processors.alerting.model import Notification
 
 DEFAULT_SUBJECT = "{title}"
@@ -48,7 +55,7 @@ def email_message(
     message["To"] = ", ".join(to)
     message["Date"] = email.utils.formatdate(notification.created_at / 1e9, usegmt=True)
     domain = sender.rpartition("@")[2].strip("> ") or "otel-audio.invalid"
-    message["Message-ID"] = f"<{notification.key}@{domain}>"
+    message["Message-ID"] = f"<{idempotency_key(notification)}@{domain}>"
     message["Auto-Submitted"] = "auto-generated"
     message["X-Otel-Audio-Group-Key"] = notification.group_key.replace("\n", " ")
     message.set_content(_text(notification, fields["title"], external_url))

@@ -46,10 +46,10 @@ def slack_payload(
     shown = notification.alerts[:ALERT_SECTIONS_MAX]
     for alert in shown:
         labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
-        lines = [f"*{alert_status(alert)}* {alert.name}", f"`{labels}`"]
+        lines = [f"*{alert_status(alert)}* {_escape(alert.name)}", f"`{_escape(labels)}`"]
         for key in ("summary", "description"):
             if alert.annotations.get(key):
-                lines.append(alert.annotations[key])
+                lines.append(_escape(alert.annotations[key]))
         links = [(alert.generator_url, "source"), (alert.annotations.get("runbook_url", ""), "runbook")]
         if any(url for url, _ in links):
             lines.append(" | ".join(f"<{url}|{text}>" for url, text in links if url))
@@ -68,6 +68,11 @@ def slack_payload(
         if value:
             payload[key] = value
     return payload
+
+
+def _escape(text: str) -> str:
+    """Slack's mrkdwn reserves ``&``, ``<`` and ``>`` (links, mentions); user text must not form them."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class SlackChannel:

@@ -10,8 +10,9 @@ which later releases add)::
                  "startsAt": "2026-11-27T07:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                  "generatorURL": "...", "fingerprint": "1a30ba71cca2921f"}]}
 
-Each request carries ``Idempotency-Key: <notification key>`` (the same for every retry and replay
-of one notification) so a receiver can drop a repeat after a crash between send and record.
+Each request carries ``Idempotency-Key`` (the notification's key, or the key a deliberate re-send
+was put under; the same for every retry and replay of one notification), so a receiver can drop
+a repeat after a crash between its answer and the outbox's record of it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from typing import Any
 
 import requests
 
-from otel_audio.notify.channels.base import ConfigReader, alert_status, ends_at, post_json, rfc3339
+from otel_audio.notify.channels.base import (
+    ConfigReader,
+    alert_status,
+    ends_at,
+    idempotency_key,
+    post_json,
+    rfc3339,
+)
 from otel_audio.processors.alerting.model import Notification
 
 DEFAULT_EXTERNAL_URL = "http://127.0.0.1:8080"
@@ -94,7 +102,7 @@ class WebhookChannel:
 
     def send(self, notification: Notification) -> None:
         body = webhook_payload(notification, self.external_url, self.max_alerts)
-        headers = {**self.headers, "Idempotency-Key": notification.key}
+        headers = {**self.headers, "Idempotency-Key": idempotency_key(notification)}
         post_json(self._session, self.url, body, headers=headers, timeout_s=self.timeout_s)
 
     @classmethod
