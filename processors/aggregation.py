@@ -235,6 +235,10 @@ class Aggregation:
         if not state.panes or (watermark is None and not flush):
             return
         slide = rule.slide_ns
+        if not flush:  # window ends are multiples of the slide: is the next one reached yet?
+            first_open = min(state.panes) if state.closed_through is None else state.closed_through
+            if watermark < first_open + slide:
+                return
         steps = rule.window_ns // slide
         # the ends of the windows holding each pane: its own end, then one slide after another
         ends = sorted({pane + slide * k for pane in state.panes for k in range(1, steps + 1)})
