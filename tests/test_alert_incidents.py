@@ -96,6 +96,12 @@ def test_severity_is_the_highest_of_the_groups_alerts_and_never_goes_down(incide
     assert incident.severity == "critical"
 
 
+def test_a_severity_outside_the_known_ones_is_kept_until_a_known_one_joins(incidents):
+    incident = incidents.observe(_note(_alert("A", "page")), T0)
+    assert incident.severity == "page"
+    assert incidents.observe(_note(_alert("B", "info")), T0 + M).severity == "info"
+
+
 def test_title_is_the_common_summary_or_alertname_and_group_labels(incidents):
     assert incidents.observe(_firing(), T0).title == "Slow in enh"
     mixed = _note(_alert("A"), _alert("B"), group="other")

@@ -340,8 +340,10 @@ def rfc3339(ns: int) -> str:
 
 
 def severity_rank(severity: str) -> int:
-    """Higher is more severe: critical > error > warning > info > anything else."""
-    return len(SEVERITIES) - SEVERITIES.index(severity) if severity in SEVERITIES else 0
+    """Higher is more severe: critical > error > warning > info > any other value > none."""
+    if severity in SEVERITIES:
+        return len(SEVERITIES) - SEVERITIES.index(severity)
+    return 0 if severity else -1
 
 
 def _severity(alerts: tuple[Alert, ...], current: str) -> str:
