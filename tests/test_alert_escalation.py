@@ -403,7 +403,7 @@ def test_a_keyed_outbox_stores_each_page_once_across_retries_and_keeps_repeat_pa
     failures = iter([True])
 
     def send(notification: Notification) -> None:
-        outbox.put(notification, [notification.receiver], key=notification.extra["idempotency_key"])
+        outbox.put(notification)
         if notification.receiver == "email" and next(failures, False):
             raise OSError("crash after the enqueue, before the step was committed")
 

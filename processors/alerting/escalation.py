@@ -22,9 +22,9 @@ labels, common labels, and ``severity`` = the incident's highest) applies.
 dispatcher's notifications (and passes them on to :class:`Incidents`), :meth:`Escalator.tick`
 pages the levels that came due. Each page is a copy of the group's latest notification with
 ``receiver`` set to the target and ``extra`` holding ``incident_id``, ``escalation_policy``,
-``escalation_level``, ``escalation_cycle`` and an ``idempotency_key`` unique to that page; the
-``send`` callable should enqueue it under that key (``outbox.put(n, [n.receiver],
-key=n.extra["idempotency_key"])``), since a repeat pass resends an unchanged group.
+``escalation_level``, ``escalation_cycle`` and an ``idempotency_key`` unique to that page, which
+the outbox takes as the page's key (so ``send=outbox.put`` fits); the notification's own key
+would be the same for every pass over an unchanged group.
 
 State lives beside the incidents in SQLite. A step is sent first and committed after, with its
 timeline events, in one transaction: a crash between the two resends that step with the same
