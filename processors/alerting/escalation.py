@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from otel_audio.processors.alerting.incidents import (
@@ -104,7 +104,7 @@ class EscalationPolicy:
     name: str
     levels: tuple[Level, ...]
     repeat: int = 0
-    matchers: tuple[LabelMatcher, ...] = field(default=())
+    matchers: tuple[LabelMatcher, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.levels:
