@@ -65,6 +65,7 @@ class RecordingServer:
         self.requests: list[Recorded] = []
         self._script: dict[str, list[Reply]] = {}
         self._held: dict[str, threading.Event] = {}
+        self._arrived: dict[str, int] = {}
         self._changed = threading.Condition()
         server = self
 
@@ -76,6 +77,8 @@ class RecordingServer:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw
+                with server._changed:
+                    server._arrived[self.path] = server._arrived.get(self.path, 0) + 1
                 held = server._held.get(self.path)
                 if held is not None:
                     held.wait(30)
@@ -122,6 +125,11 @@ class RecordingServer:
 
     def release(self, path: str) -> None:
         self._held.pop(path).set()
+
+    def arrived(self, path: str) -> int:
+        """Requests to ``path`` whose body was read, including those held and not yet answered."""
+        with self._changed:
+            return self._arrived.get(path, 0)
 
     def received(self, path: str | None = None) -> list[Recorded]:
         with self._changed:

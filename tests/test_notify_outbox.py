@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -273,3 +277,48 @@ def test_put_defaults_to_the_receiver_and_a_resend_under_its_own_key_is_sent_aga
     first, repeat = server.wait_for(2, "/hook")
     assert first.headers["Idempotency-Key"] == same.key
     assert repeat.headers["Idempotency-Key"] == f"{same.key}:repeat-1"
+
+
+_CHILD = """
+import sys, time
+from otel_audio.notify import Backoff, Outbox
+from otel_audio.notify.channels import WebhookChannel
+from tests.test_notify_outbox import notification
+outbox = Outbox(sys.argv[1], {"hook": WebhookChannel("hook", sys.argv[2], timeout_s=60)})
+outbox.start()
+for i in range(5):
+    outbox.put(notification(str(i)), ["hook"])
+    print(i, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_process_loses_no_acknowledged_notification(tmp_path, outboxes, server):
+    """SIGKILL while a request is in flight: every put that returned is delivered after restart."""
+    root = Path(__file__).resolve().parents[1]
+    server.hold("/hook")
+    path = tmp_path / "o.sqlite"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), server.url("/hook")],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        acknowledged = [child.stdout.readline().strip() for _ in range(5)]
+        assert acknowledged == ["0", "1", "2", "3", "4"]
+        wait_until(lambda: server.arrived("/hook") >= 1)  # held: the child is mid-request
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    server.release("/hook")
+
+    outbox = open_outbox(outboxes, path, [hook(server)], backoff=FAST)
+    assert len(outbox.pending()) == 5
+    outbox.start()
+    wait_until(lambda: not outbox.pending())
+    outbox.stop()
+    received = server.received("/hook")
+    assert {r.body["groupLabels"]["instance"] for r in received} == {"0", "1", "2", "3", "4"}
+    # the request in flight at the kill may arrive twice, under the same Idempotency-Key
+    assert len({r.headers["Idempotency-Key"] for r in received}) == 5
