@@ -109,6 +109,7 @@ class _Metric:
         self.longest = 0
         self.buckets = False  # some leaf reads percentiles: keep bucket increments
         self._matches: dict[tuple, np.ndarray] = {}
+        self._keys = self._labels = np.empty(0, object)  # keys and labels as arrays, for found()
 
     def add_series(self, row: dict[str, Any]) -> int:
         resource = json.loads(row["resource"] or "{}")
@@ -122,6 +123,18 @@ class _Metric:
         self.keys.append(tuple(sorted(labels.items())))
         self.delta.append(row["temporality"] == "delta")
         return len(self.labels) - 1
+
+    def found(self, sidx: np.ndarray, values: np.ndarray) -> dict[tuple, tuple[dict[str, str], float]]:
+        """{label key: (labels, value)} of series ``sidx``; the first series wins a shared label set."""
+        if len(self._keys) < len(self.keys):
+            self._keys = np.empty(len(self.keys), object)
+            self._keys[:] = self.keys
+            self._labels = np.empty(len(self.labels), object)
+            self._labels[:] = self.labels
+        rev = sidx[::-1]
+        return dict(
+            zip(self._keys[rev], zip(self._labels[rev], values[::-1].tolist(), strict=True), strict=True)
+        )
 
     def matching(self, selector: Selector) -> np.ndarray:
         """Which series match the selector's matchers (cached, extended as series arrive)."""
@@ -187,6 +200,7 @@ class Windows:
         self._where = np.zeros((0, 3), np.int64)  # ... and their (metric number, index, history)
         self._names: list[str] = []  # metric number -> name
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._frames: dict[tuple, _Frame] = {}
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -222,6 +236,7 @@ class Windows:
             metric.longest, metric.buckets = longest, buckets
         self._watched = pa.array(sorted(wanted), pa.string())
         self._cache.clear()
+        self._frames.clear()
 
     @property
     def metrics(self) -> frozenset[str]:
@@ -256,6 +271,7 @@ class Windows:
         if rows.num_rows == 0:
             return set()
         self._cache.clear()
+        self._frames.clear()
         return self._append(rows)
 
     def _register(self, series: pa.Table) -> None:
@@ -321,7 +337,10 @@ class Windows:
             return _NONE
         key = (leaf.selector.metric, leaf.func, leaf.window_ns, now_ns)
         if key not in self._cache:
-            self._cache[key] = _compute(metric, leaf.func, leaf.window_ns, now_ns)
+            frame_key = (leaf.selector.metric, leaf.window_ns, now_ns)
+            if frame_key not in self._frames:  # functions over one window share its slice
+                self._frames[frame_key] = _Frame(metric, leaf.window_ns, now_ns)
+            self._cache[key] = _compute(metric, leaf.func, self._frames[frame_key])
         sidx, vals = self._cache[key]
         if leaf.selector.matchers:
             hit = metric.matching(leaf.selector)[sidx]
@@ -382,30 +401,51 @@ def _bucket_entries(rows: pa.Table, chunk: dict[str, np.ndarray], metric: _Metri
     }
 
 
-def _compute(metric: _Metric, func: str, window_ns: int, now_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """``func`` of every series of ``metric`` with points in ``(now - window, now]``."""
+class _Frame:
+    """The points of one metric in ``(now - window, now]``: their slice and the series present."""
+
+    def __init__(self, metric: _Metric, window_ns: int, now_ns: int) -> None:
+        self.pts = metric.points()
+        self.start, self.now = now_ns - window_ns, now_ns
+        self.window_s = window_ns / 1e9
+        self.lo, self.hi = (
+            int(i) for i in np.searchsorted(self.pts["t"], [self.start, now_ns], side="right")
+        )
+        self.n = len(metric.labels)
+        self.s = self.pts["s"][self.lo : self.hi]
+        self.size = np.bincount(self.s, minlength=self.n)
+        self.sidx = np.flatnonzero(self.size)
+
+    def col(self, name: str) -> np.ndarray:
+        return self.pts[name][self.lo : self.hi]
+
+    def total(self, values: np.ndarray) -> np.ndarray:
+        """Per present series, the sum of ``values`` (one per point of the slice)."""
+        return np.bincount(self.s, weights=values, minlength=self.n)[self.sidx]
+
+
+def _compute(metric: _Metric, func: str, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
+    """``func`` of every series of ``metric`` with points in the frame's window."""
     kind, quantile = metric.kind, percentile(func)
     counted = kind in _COUNTED and (kind != "sum" or func in ("rate", "increase"))
     if (
         (kind == "gauge" and func in ("rate", "increase"))
         or (kind not in ("gauge", "sum") and func in ("last", "rate_of_change"))
         or (kind == "summary" and (func in ("min", "max") or quantile is not None))
+        or frame.lo == frame.hi
     ):
         return _NONE
-    pts = metric.points()
-    lo, hi = np.searchsorted(pts["t"], [now_ns - window_ns, now_ns], side="right")
-    if lo == hi:
-        return _NONE
-    n = len(metric.labels)
-    s = pts["s"][lo:hi]
-    present = np.bincount(s, minlength=n) > 0
-    sidx = np.flatnonzero(present)
-
-    def col(name: str) -> np.ndarray:
-        return pts[name][lo:hi]
-
-    def total(values: np.ndarray) -> np.ndarray:
-        return np.bincount(s, weights=values, minlength=n)[sidx]
+    pts, lo, hi, n, s, sidx, col, total = (
+        frame.pts,
+        frame.lo,
+        frame.hi,
+        frame.n,
+        frame.s,
+        frame.sidx,
+        frame.col,
+        frame.total,
+    )
+    now_ns, window_ns = frame.now, frame.now - frame.start
 
     if func == POINTS:
         return sidx, total(col("count"))
@@ -437,7 +477,7 @@ def _compute(metric: _Metric, func: str, window_ns: int, now_ns: int) -> tuple[n
     values = col("last")
     if func == "rate_of_change":  # least-squares slope per second
         x = (col("t") - now_ns) / 1e9
-        size = total(np.ones(s.size))
+        size = frame.size[sidx].astype(np.float64)
         full_x, full_y = np.zeros(n), np.zeros(n)
         full_x[sidx], full_y[sidx] = total(x) / size, total(values) / size
         dx, dy = x - full_x[s], values - full_y[s]
@@ -448,7 +488,7 @@ def _compute(metric: _Metric, func: str, window_ns: int, now_ns: int) -> tuple[n
     order = np.lexsort((values, s))
     s, values = s[order], values[order]
     starts = np.searchsorted(s, sidx)
-    size = np.bincount(s, minlength=n)[sidx]
+    size = frame.size[sidx]
     pos = quantile * (size - 1)
     below = np.floor(pos).astype(np.int64)
     above = np.minimum(below + 1, size - 1)
@@ -510,12 +550,9 @@ class Evaluator:
     def __init__(self, condition: Condition, windows: Windows) -> None:
         self.condition = condition
         self.windows = windows
+        self.metrics = condition.metrics  # re-evaluate when a batch touched one of these
+        self._leaves: dict[int, Leaf] = {}  # by id of the Compare node: hashing a tree is slow
         windows.watch(condition)
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        """The metric names the condition reads: re-evaluate when a batch touched one of them."""
-        return self.condition.metrics
 
     def close(self) -> None:
         """Stop watching the condition's windows."""
@@ -543,23 +580,15 @@ class Evaluator:
         return _union(left, right), _union(left_all, right_all) if domain else None
 
     def _compare(self, node: Compare, now: int, domain: bool) -> tuple[Found, Found | None]:
-        leaf = leaf_of(node)
+        leaf = self._leaves.get(id(node)) or self._leaves.setdefault(id(node), leaf_of(node))
         sidx, values = self.windows.values(leaf, now)
         if sidx.size == 0:
             return {}, {} if domain else None
         with np.errstate(invalid="ignore"):
             hit = _COMPARE[node.op](values, node.number) & ~np.isnan(values)
         metric = self.windows.metric(leaf.selector.metric)
-        holds: Found = {}
-        for i in np.flatnonzero(hit):
-            s = sidx[i]
-            holds.setdefault(metric.keys[s], (metric.labels[s], float(values[i])))
-        if not domain:
-            return holds, None
-        decided: Found = {}
-        for s, value in zip(sidx.tolist(), values.tolist(), strict=True):
-            decided.setdefault(metric.keys[s], (metric.labels[s], value))
-        return holds, decided
+        holds = metric.found(sidx[hit], values[hit])
+        return holds, metric.found(sidx, values) if domain else None
 
     def _absent(self, node: Absent, now: int) -> tuple[Found, Found]:
         sidx, _ = self.windows.values(leaf_of(node), now)

@@ -27,6 +27,7 @@ Every syntax error is a :class:`RuleSyntaxError` (a ``ValueError``) naming the l
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -227,6 +228,7 @@ def is_function(name: str) -> bool:
     return name in FUNCTIONS or (match is not None and 0 < float(match.group(1)) <= 100)
 
 
+@functools.lru_cache(maxsize=1024)
 def percentile(func: str) -> float | None:
     """The quantile of a percentile function (``p95`` -> 0.95); None for the others."""
     match = _PERCENTILE.fullmatch(func)
