@@ -38,6 +38,20 @@ def test_negative_matcher_treats_a_missing_label_as_empty(silences):
     assert silences.is_silenced({"service": "enhancer", "env": "prod"}, T0) == []
 
 
+def test_empty_value_matcher_matches_alerts_without_that_label(silences):
+    s = add(silences, ['env=""', 'service=~"enh.*"'])
+    assert silences.is_silenced({"service": "enhancer"}, T0) == [s.id]
+    assert silences.is_silenced({"service": "enhancer", "env": "prod"}, T0) == []
+
+
+def test_silence_added_after_a_lookup_is_seen_by_the_next_one(silences):
+    assert silences.is_silenced(ENHANCER_WARNING, T0) == []
+    s = add(silences, ['service="enhancer"'])
+    assert silences.is_silenced(ENHANCER_WARNING, T0) == [s.id]
+    silences.expire(s.id, now_ns=T0 + S)
+    assert silences.is_silenced(ENHANCER_WARNING, T0 + S) == []
+
+
 def test_every_matching_silence_is_reported(silences):
     a = add(silences, ['service="enhancer"'])
     b = add(silences, [LabelMatcher("severity", "=", "warning")])

@@ -118,6 +118,7 @@ class Dispatcher:
         self._route_index = {id(r): i for i, r in enumerate(route.walk())}
         self._groups: dict[tuple[int, str], _Group] = {}
         self._firing: dict[str, Alert] = {}
+        self._inhibition = self.inhibitor.index()
         self._log: dict[tuple[str, str], _LogEntry] = {}
 
     def receive(self, alert: Alert, now_ns: int) -> None:
@@ -134,6 +135,7 @@ class Dispatcher:
                 self._firing[fp] = alert
             else:
                 self._firing.pop(fp, None)
+            self._inhibition.update(alert)
             due = []
             for route in self.route.match(alert.labels):
                 labels = route.group_labels(alert.labels)
@@ -187,7 +189,7 @@ class Dispatcher:
         """The firing alerts, each with its receivers and the silences and alerts muting it."""
         with self._lock:
             firing = list(self._firing.values())
-        inhibition = self.inhibitor.snapshot(firing)
+        inhibition = self.inhibitor.index(firing)
         views = []
         for alert in _sorted(firing):
             receivers = tuple(dict.fromkeys(r.receiver or "" for r in self.route.match(alert.labels)))
@@ -211,7 +213,7 @@ class Dispatcher:
         group.has_flushed = True
 
         handled = dict(group.alerts)
-        inhibition = self.inhibitor.snapshot(self._firing.values())
+        inhibition = self._inhibition
         shown = [
             a
             for a in _sorted(handled.values())

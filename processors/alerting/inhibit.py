@@ -44,16 +44,16 @@ class InhibitRule:
 
     def sources(self, labels: Mapping[str, str], firing_alerts: Iterable[Alert]) -> list[str]:
         """Fingerprints of the firing alerts that inhibit an alert with ``labels`` under this rule."""
-        return self._inhibiting(dict(labels), self._source_alerts(firing_alerts))
-
-    def _source_alerts(self, alerts: Iterable[Alert]) -> list[Alert]:
-        """The firing alerts on this rule's source side (Alertmanager's per-rule source cache)."""
-        return [
-            a for a in alerts if a.state is AlertState.FIRING and matches_all(self.source_matchers, a.labels)
+        sources = [
+            a
+            for a in firing_alerts
+            if a.state is AlertState.FIRING and matches_all(self.source_matchers, a.labels)
         ]
+        return self._inhibiting(dict(labels), sources)
 
-    def _inhibiting(self, target: dict[str, str], sources: list[Alert]) -> list[str]:
-        if not sources or not matches_all(self.target_matchers, target):
+    def _inhibiting(self, target: dict[str, str], sources: Iterable[Alert]) -> list[str]:
+        """The sources (firing, matching the source side) that inhibit ``target`` under this rule."""
+        if not matches_all(self.target_matchers, target):
             return []
         both_sides = matches_all(self.source_matchers, target)
         found = []
@@ -78,37 +78,69 @@ class Inhibitor:
 
     def is_inhibited(self, alert_labels: Mapping[str, str], firing_alerts: Iterable[Alert]) -> bool:
         """Whether a firing alert (``firing_alerts``; others are ignored) mutes these labels."""
-        return self.snapshot(firing_alerts).is_inhibited(alert_labels)
+        return self.index(firing_alerts).is_inhibited(alert_labels)
 
     def inhibited_by(self, alert_labels: Mapping[str, str], firing_alerts: Iterable[Alert]) -> list[str]:
         """Fingerprints of the alerts that inhibit these labels, under any rule, without repeats."""
-        return self.snapshot(firing_alerts).inhibited_by(alert_labels)
+        return self.index(firing_alerts).inhibited_by(alert_labels)
 
-    def snapshot(self, firing_alerts: Iterable[Alert]) -> InhibitionSnapshot:
-        """The rules applied to one set of alerts, for checking many targets against it cheaply."""
-        alerts = list(firing_alerts) if self.rules else []
-        return InhibitionSnapshot([(rule, rule._source_alerts(alerts)) for rule in self.rules])
+    def index(self, firing_alerts: Iterable[Alert] = ()) -> InhibitionIndex:
+        """The rules with their firing source alerts sorted out, kept up to date by the caller."""
+        index = InhibitionIndex(self.rules)
+        for alert in firing_alerts:
+            index.update(alert)
+        return index
 
 
-class InhibitionSnapshot:
-    """Each rule with its firing source alerts, sorted out once (see :meth:`Inhibitor.snapshot`)."""
+class InhibitionIndex:
+    """Each rule with the firing alerts on its source side (Alertmanager's per-rule source cache),
+    by their values of the rule's ``equal`` labels.
 
-    def __init__(self, rules: list[tuple[InhibitRule, list[Alert]]]) -> None:
-        self._rules = [(rule, sources) for rule, sources in rules if sources]
+    Feed it every alert change with :meth:`update`; checking a target then looks only at the
+    sources that agree with it on the ``equal`` labels.
+    """
+
+    def __init__(self, rules: Iterable[InhibitRule]) -> None:
+        # rule -> equal-label values -> fingerprint -> source alert
+        self._rules: list[tuple[InhibitRule, dict[tuple[str, ...], dict[str, Alert]]]] = [
+            (rule, {}) for rule in rules
+        ]
+
+    def update(self, alert: Alert) -> None:
+        """Take an alert's new state: a firing source is added, anything else removed."""
+        fp = alert.fingerprint
+        firing = alert.state is AlertState.FIRING
+        for rule, by_equal in self._rules:
+            key = _equal_values(rule, alert.labels)
+            if firing and matches_all(rule.source_matchers, alert.labels):
+                by_equal.setdefault(key, {})[fp] = alert
+            elif key in by_equal:
+                bucket = by_equal[key]
+                bucket.pop(fp, None)
+                if not bucket:
+                    del by_equal[key]
 
     def is_inhibited(self, alert_labels: Mapping[str, str]) -> bool:
-        if not self._rules:
-            return False
-        target = dict(alert_labels)
-        return any(rule._inhibiting(target, sources) for rule, sources in self._rules)
+        return bool(self._find(alert_labels, first_only=True))
 
     def inhibited_by(self, alert_labels: Mapping[str, str]) -> list[str]:
+        return self._find(alert_labels, first_only=False)
+
+    def _find(self, alert_labels: Mapping[str, str], first_only: bool) -> list[str]:
         target = dict(alert_labels)
         seen: dict[str, None] = {}
-        for rule, sources in self._rules:
-            for fp in rule._inhibiting(target, sources):
-                seen.setdefault(fp, None)
+        for rule, by_equal in self._rules:
+            bucket = by_equal.get(_equal_values(rule, target)) if by_equal else None
+            if bucket:
+                for fp in rule._inhibiting(target, bucket.values()):
+                    seen.setdefault(fp, None)
+                    if first_only:
+                        return [fp]
         return list(seen)
+
+
+def _equal_values(rule: InhibitRule, labels: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(labels.get(name, "") for name in rule.equal)
 
 
 def inhibit_rules_from_config(config: list[Mapping[str, Any]] | None) -> list[InhibitRule]:

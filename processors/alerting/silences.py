@@ -106,6 +106,7 @@ class Silences:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute(_SCHEMA)
         self._by_id: dict[str, Silence] = {}
+        self._index: _Index | None = None  # rebuilt after a change
         rows = self._db.execute(
             "SELECT id, matchers, starts_at, ends_at, created_by, comment, updated_at FROM silences"
             " ORDER BY rowid"
@@ -188,9 +189,22 @@ class Silences:
         return silences
 
     def is_silenced(self, labels: Mapping[str, str], now_ns: int) -> list[str]:
-        """Ids of the silences active at ``now_ns`` that mute these labels (empty: not silenced)."""
+        """Ids of the silences active at ``now_ns`` that mute these labels (empty: not silenced).
+
+        Looks only at the silences that could match: those with an equality matcher on one of the
+        labels' values, and those without a usable equality matcher.
+        """
+        index = self._index
+        if index is None:
+            with self._lock:
+                index = self._index = _Index(self._by_id.values())
         plain = dict(labels)
-        return [s.id for s in list(self._by_id.values()) if s.mutes(plain, now_ns)]
+        found = [s for s in index.unkeyed if s.mutes(plain, now_ns)]
+        for pair in plain.items():
+            found.extend(s for s in index.keyed.get(pair, ()) if s.mutes(plain, now_ns))
+        if len(found) > 1:
+            found.sort(key=lambda s: index.order[s.id])
+        return [s.id for s in found]
 
     def gc(self, now_ns: int, retention_ns: int = DEFAULT_RETENTION_NS) -> int:
         """Delete silences that expired more than ``retention_ns`` ago; returns how many."""
@@ -198,6 +212,7 @@ class Silences:
             old = [s.id for s in self._by_id.values() if s.ends_at + retention_ns <= now_ns]
             for sid in old:
                 del self._by_id[sid]
+            self._index = None
             self._db.executemany("DELETE FROM silences WHERE id = ?", [(sid,) for sid in old])
             return len(old)
 
@@ -219,6 +234,24 @@ class Silences:
             ),
         )
         self._by_id[silence.id] = silence
+        self._index = None
+
+
+class _Index:
+    """Silences by one of their ``name="value"`` matchers (a non-empty value: an alert must have
+    that label to match), the others in a list to scan."""
+
+    def __init__(self, silences: Iterable[Silence]) -> None:
+        self.order: dict[str, int] = {}
+        self.keyed: dict[tuple[str, str], list[Silence]] = {}
+        self.unkeyed: list[Silence] = []
+        for position, silence in enumerate(silences):
+            self.order[silence.id] = position
+            key = next(((m.name, m.value) for m in silence.matchers if m.op == "=" and m.value), None)
+            if key is None:
+                self.unkeyed.append(silence)
+            else:
+                self.keyed.setdefault(key, []).append(silence)
 
 
 def _parse_matchers(matchers: Iterable[LabelMatcher | str]) -> tuple[LabelMatcher, ...]:
