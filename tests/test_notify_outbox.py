@@ -322,3 +322,20 @@ def test_a_killed_process_loses_no_acknowledged_notification(tmp_path, outboxes,
     assert {r.body["groupLabels"]["instance"] for r in received} == {"0", "1", "2", "3", "4"}
     # the request in flight at the kill may arrive twice, under the same Idempotency-Key
     assert len({r.headers["Idempotency-Key"] for r in received}) == 5
+
+
+def test_prune_deletes_old_finished_rows_but_each_groups_newest(tmp_path, outboxes, server):
+    clock = FakeClock()
+    outbox = open_outbox(outboxes, tmp_path / "o.sqlite", [hook(server)], backoff=FAST, clock=clock)
+    outbox.start()
+    outbox.put(notification("a"), ["hook"])
+    outbox.put(notification("a", AlertState.RESOLVED), ["hook"])
+    outbox.put(notification("b"), ["hook"])
+    wait_until(lambda: not outbox.pending())
+    assert outbox.prune(older_than_s=60) == 0
+    clock.t += 61
+    assert outbox.prune(older_than_s=60) == 1
+    assert [(d.group_key, d.status) for d in outbox.history()] == [
+        ("group-b", "firing"),
+        ("group-a", "resolved"),
+    ]

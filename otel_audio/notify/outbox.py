@@ -238,6 +238,22 @@ class Outbox:
         """The newest ``limit`` rows, whatever their state, newest first."""
         return self._select("ORDER BY id DESC LIMIT ?", (limit,))
 
+    def prune(self, older_than_s: float = 7 * 86400.0) -> int:
+        """Delete delivered and failed rows finished more than ``older_than_s`` ago; returns how many.
+
+        The newest row of each group and channel is kept (re-sending reads it). A pruned row's
+        idempotency key is forgotten, so keep rows longer than anything upstream may replay
+        (the dispatcher's notification log keeps 120 h).
+        """
+        cutoff = self._clock() - older_than_s
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM deliveries WHERE COALESCE(delivered_at, failed_at) < ? AND id NOT IN"
+                " (SELECT MAX(id) FROM deliveries GROUP BY channel, group_key)",
+                (cutoff,),
+            )
+            return cursor.rowcount
+
     def stats(self) -> dict[str, dict[str, int]]:
         """Per channel: ``delivered``, ``failed``, ``retried`` and ``resent`` counts since start."""
         with self._lock:
