@@ -330,6 +330,43 @@ def test_failed_send_is_retried_at_the_next_flush():
 
 
 # ---------------------------------------------------------------------------------------------
+# a new routing tree
+
+
+def test_reloading_the_same_tree_does_not_renotify_and_keeps_following_the_alerts():
+    d, rec = dispatcher(BY_NAME)
+    a = fire("a", 0)
+    run(d, [(0, a), (30, TICK)])
+    d.set_route(route_from_config(BY_NAME), 100 * S)
+    assert len(rec.sent) == 1  # the regrouped alert is flushed at once, and deduplicated
+    [group] = d.groups()
+    assert group.next_flush_ns == 400 * S
+    run(d, [(200, resolve(a, 200)), *ticks(201, 401)])
+    assert rec.summary()[1:] == [(400, "ops", KEY, "resolved", (("a", "resolved"),))]
+    assert d.groups() == []
+
+
+def test_reloading_a_tree_that_routes_elsewhere_notifies_the_new_receiver():
+    d, rec = dispatcher(BY_NAME)
+    run(d, [(0, fire("a", 0, team="audio")), (30, TICK)])
+    moved = {**BY_NAME, "routes": [{"matchers": ['team="audio"'], "receiver": "audio-pager"}]}
+    d.set_route(route_from_config(moved), 100 * S)
+    assert rec.summary() == [
+        (30, "ops", KEY, "firing", (("a", "firing"),)),
+        (100, "audio-pager", '{}/{team="audio"}:{alertname="SlowStage"}', "firing", (("a", "firing"),)),
+    ]
+    assert [g.receiver for g in d.groups()] == ["audio-pager"]
+
+
+def test_reloading_keeps_alerts_still_waiting_for_their_first_flush():
+    d, rec = dispatcher(BY_NAME)
+    run(d, [(0, fire("a", 0)), (10, fire("b", 10))])
+    d.set_route(route_from_config({**BY_NAME, "group_wait": "1m"}), 20 * S)
+    run(d, ticks(21, 81))
+    assert rec.summary() == [(80, "ops", KEY, "firing", (("a", "firing"), ("b", "firing")))]
+
+
+# ---------------------------------------------------------------------------------------------
 # silences
 
 

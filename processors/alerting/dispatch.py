@@ -113,10 +113,10 @@ class Dispatcher:
         self.send = send
         self.log_retention_ns = log_retention_ns
         self._lock = threading.RLock()
-        # groups are keyed by the route's place in the tree (depth-first), so that groups due at
-        # the same moment flush in routing order
+        # groups are keyed by their route (its place in the tree, depth-first, so that groups due
+        # at the same moment flush in routing order; and its identity) and group labels
         self._route_index = {id(r): i for i, r in enumerate(route.walk())}
-        self._groups: dict[tuple[int, str], _Group] = {}
+        self._groups: dict[tuple[int, int, str], _Group] = {}
         self._firing: dict[str, Alert] = {}
         self._inhibition = self.inhibitor.index()
         self._log: dict[tuple[str, str], _LogEntry] = {}
@@ -136,22 +136,50 @@ class Dispatcher:
             else:
                 self._firing.pop(fp, None)
             self._inhibition.update(alert)
-            due = []
-            for route in self.route.match(alert.labels):
-                labels = route.group_labels(alert.labels)
-                slot = (self._route_index[id(route)], fingerprint(labels))
-                group = self._groups.get(slot)
-                if group is None:
-                    key = f"{route.key}:{_label_set(labels)}"
-                    group = _Group(route, labels, key, next_flush=now_ns + route.group_wait_ns)
-                    self._groups[slot] = group
-                group.alerts[fp] = alert
-                if not group.has_flushed and alert.starts_at + route.group_wait_ns < now_ns:
-                    group.next_flush = now_ns
-                if group.next_flush <= now_ns:
-                    due.append(slot)
-            for slot in due:
+            for slot in self._insert(alert, now_ns):
                 self._flush(slot, now_ns)
+
+    def set_route(self, route: Route, now_ns: int) -> None:
+        """Swap in a new routing tree (a configuration change), the way Alertmanager reloads.
+
+        The groups are dropped and every alert they held is routed again through the new tree,
+        into new groups with the new timings; the notification log is kept, so a group that comes
+        back with the same key, receiver and alerts is not notified again before its repeat
+        interval. Groups due at once (alerts older than ``group_wait``) are flushed before
+        returning.
+        """
+        with self._lock:
+            held: dict[str, Alert] = {}
+            for group in self._groups.values():
+                held.update(group.alerts)
+            held.update(self._firing)
+            self.route = route
+            self._route_index = {id(r): i for i, r in enumerate(route.walk())}
+            self._groups = {}
+            due: dict[tuple[int, int, str], None] = {}
+            for alert in held.values():
+                due.update(dict.fromkeys(self._insert(alert, now_ns)))
+            for slot in sorted(due):
+                if slot in self._groups:
+                    self._flush(slot, now_ns)
+
+    def _insert(self, alert: Alert, now_ns: int) -> list[tuple[int, int, str]]:
+        """Put the alert in its group on every route it matches; returns the groups now due."""
+        due = []
+        for route in self.route.match(alert.labels):
+            labels = route.group_labels(alert.labels)
+            slot = (self._route_index[id(route)], id(route), fingerprint(labels))
+            group = self._groups.get(slot)
+            if group is None:
+                key = f"{route.key}:{_label_set(labels)}"
+                group = _Group(route, labels, key, next_flush=now_ns + route.group_wait_ns)
+                self._groups[slot] = group
+            group.alerts[alert.fingerprint] = alert
+            if not group.has_flushed and alert.starts_at + route.group_wait_ns < now_ns:
+                group.next_flush = now_ns
+            if group.next_flush <= now_ns:
+                due.append(slot)
+        return due
 
     def tick(self, now_ns: int) -> None:
         """Flush every group whose time has come, and forget old notification-log entries."""
@@ -206,7 +234,7 @@ class Dispatcher:
     def _silenced_by(self, alert: Alert, now_ns: int) -> list[str]:
         return self.silences.is_silenced(alert.labels, now_ns) if self.silences is not None else []
 
-    def _flush(self, slot: tuple[int, str], now_ns: int) -> None:
+    def _flush(self, slot: tuple[int, int, str], now_ns: int) -> None:
         group = self._groups[slot]
         route = group.route
         group.next_flush = now_ns + route.group_interval_ns
