@@ -66,6 +66,18 @@ for _name, _module in (
     _register_analytics(_name, _module)
 
 
+@register("alerting")
+def _alerting(options: dict[str, Any], context: ChainContext) -> Any:
+    from otel_audio.processors.alerting.processor import Alerting
+
+    try:
+        alerting = Alerting(options, context.data_dir)
+    except ValueError as exc:
+        raise ConfigError(f"processors.alerting: {exc}") from None
+    context.shared["alerting"] = alerting
+    return alerting
+
+
 @register("selfmon")
 def _selfmon(options: dict[str, Any], context: ChainContext) -> SelfMonitor:
     if options:
@@ -141,6 +153,7 @@ class Receiver:
         self._health: Any = None
         self._ticker: threading.Thread | None = None
         self.grpc_port = self.http_port = self.api_port = 0
+        self.alerting: Any = None
 
     def start(self) -> None:
         """Open storage, replay the WAL, then listen; returns once every port accepts."""
@@ -170,6 +183,7 @@ class Receiver:
             config.processors, ChainContext(str(self.data_dir), self.metrics, shared)
         )
         self.state = StateDB(self.data_dir)  # small transactional state: alerts, silences, outbox
+        self.alerting = shared.get("alerting")  # the API's way to rules, alerts, silences, incidents
         shared["state"] = self.state
         self.ingestor = Ingestor(
             self.wal,

@@ -1,0 +1,355 @@
+"""The alerting stage of the receiver's chain: rules evaluated as batches arrive, notifications out.
+
+:class:`Alerting` wires the stages of :mod:`otel_audio.processors.alerting` together:
+
+- every metric batch updates the shared windows; the rules reading a metric the batch touched
+  are evaluated at the batch's newest point time (event-driven: no evaluation interval between a
+  breaching point and its alert), and the ticker evaluates every rule on the wall clock, which
+  catches ``absent`` and lets ``for`` run out;
+- changes go to the history (SQLite) and the dispatcher (routing tree, grouping, inhibition,
+  silences); what the dispatcher sends goes to the incidents and escalation, and into the
+  durable outbox, whose workers deliver through the channels.
+
+Options (the ``alerting`` processor in the receiver's YAML; ``docs/alerting.md``)::
+
+    rules: [...]                      # processors/alerting/rules.py
+    channels: {name: {type: ...}}     # otel_audio/notify/channels
+    receivers: {oncall: [slack, pagerduty]}   # optional: a receiver is a list of channels
+    route: {receiver: ..., group_by: [...], routes: [...]}   # default: every channel
+    inhibit_rules: [...]
+    escalation_policies: {...}
+    external_url: http://127.0.0.1:8080
+    damping: {flap_starts: 3, flap_window: 15m, flap_hold: 5m}
+
+A rule's ``channels`` put routes for it in front of the configured ones (with ``continue``), so
+``add_alert_rule(..., channels=["slack"])`` reaches Slack whatever the tree says. Rules added
+through the API are kept in ``<data_dir>/alerting/api-rules.json`` and survive a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+
+from otel_audio.notify.channels import channel_from_config
+from otel_audio.notify.outbox import Outbox
+from otel_audio.processors.alerting.dispatch import Dispatcher
+from otel_audio.processors.alerting.escalation import Escalator, policies_from_config
+from otel_audio.processors.alerting.evaluate import Evaluator, Windows
+from otel_audio.processors.alerting.grammar import parse
+from otel_audio.processors.alerting.incidents import Incidents
+from otel_audio.processors.alerting.inhibit import Inhibitor, inhibit_rules_from_config
+from otel_audio.processors.alerting.model import ALERTNAME, Alert, Notification, Sample
+from otel_audio.processors.alerting.routing import route_from_config
+from otel_audio.processors.alerting.rules import AlertRule, rule_from_dict
+from otel_audio.processors.alerting.silences import Silences
+from otel_audio.processors.alerting.state import AlertHistory, Damping, RuleAlerts
+from otel_audio.processors.base import Batch, MetricBatch
+from otel_audio.processors.units import duration_ns
+from otel_audio.store.durable import fsync_path
+
+_OPTIONS = ("rules", "channels", "receivers", "route", "inhibit_rules", "escalation_policies",
+            "external_url", "damping")  # fmt: skip
+DEFAULT_ROUTE = {"group_by": ["alertname", "service"], "group_wait": "0s", "group_interval": "1m",
+                 "repeat_interval": "4h"}  # fmt: skip
+DEFAULT_RECEIVER = "default"
+
+
+class _Rule:
+    """A rule with its evaluator and its alert instances."""
+
+    def __init__(self, rule: AlertRule, windows: Windows, damping: Damping, restored: list[Alert]) -> None:
+        self.rule = rule
+        self.evaluator = Evaluator(rule.parsed, windows)
+        self.alerts = RuleAlerts(rule, damping, restored)
+
+
+class Alerting:
+    """The chain member (see the module docstring).
+
+    Args:
+        options: the processor's options.
+        data_dir: where the alerting state lives (``<data_dir>/alerting/``).
+        clock: wall-clock nanoseconds for the dispatcher's timers (tests inject one).
+    """
+
+    name = "alerting"
+
+    def __init__(self, options: dict[str, Any] | None, data_dir: str | Path,
+                 clock: Callable[[], int] = time.time_ns) -> None:  # fmt: skip
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise ValueError(f"alerting option {unknown[0]}: expected only the keys {', '.join(_OPTIONS)}")
+        self.clock = clock
+        self.dir = Path(data_dir) / "alerting"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self.external_url = str(options.get("external_url", ""))
+        self.damping = _damping(options.get("damping", {}))
+        channels = _map(options, "channels")
+        self.channels = {name: channel_from_config(name, cfg) for name, cfg in channels.items()}
+        self.receivers = self._receivers(_map(options, "receivers"))
+        config_rules = options.get("rules", [])
+        if not isinstance(config_rules, list):
+            raise ValueError(f"alerting option rules: expected a list of rule maps, got {config_rules!r}")
+        rules = [rule_from_dict(item, f"rules[{i}]") for i, item in enumerate(config_rules)]
+        self._check_unique(rules)
+        self._route_config = dict(options.get("route") or {"receiver": DEFAULT_RECEIVER, **DEFAULT_ROUTE})
+        self.inhibitor = Inhibitor(inhibit_rules_from_config(options.get("inhibit_rules")))
+        policies = policies_from_config(options, list(self.channels))
+        self.history = AlertHistory(self.dir / "history.sqlite")
+        self.silences = Silences(self.dir / "silences.sqlite")
+        self.incidents = Incidents(self.dir / "incidents.sqlite")
+        self.outbox = Outbox(self.dir / "outbox.sqlite", self.channels)
+        self.escalator = Escalator(policies, self.incidents, self._enqueue)
+        self.windows = Windows()
+        self._rules: dict[str, _Rule] = {}
+        self._sent_keys: dict[tuple[str, str], str] = {}
+        for rule in rules + self._load_api_rules():
+            self._install(rule)
+        self.dispatcher = Dispatcher(self._route(), self.inhibitor, self.silences, self._send)
+        self.outbox.start()
+
+    # -- chain ---------------------------------------------------------------------------------
+
+    def process(self, batch: Batch) -> None:
+        if not isinstance(batch, MetricBatch) or batch.points.num_rows == 0:
+            return
+        with self._lock:
+            touched = self.windows.observe(batch)
+            if not touched:
+                return
+            now = pc.max(batch.points.column("time_unix_nano")).as_py()
+            for entry in list(self._rules.values()):
+                if entry.evaluator.metrics & touched:
+                    self._apply(entry, entry.evaluator.evaluate(now), now)
+
+    def tick(self, now_unix_nano: int) -> None:
+        with self._lock:
+            for entry in list(self._rules.values()):
+                self._apply(entry, entry.evaluator.evaluate(now_unix_nano), now_unix_nano)
+            self.dispatcher.tick(now_unix_nano)
+            self.escalator.tick(now_unix_nano)
+
+    def close(self) -> None:
+        with self._lock:
+            self.outbox.close()
+            for store in (self.history, self.silences, self.incidents):
+                store.close()
+
+    def _apply(self, entry: _Rule, samples: list[Sample], now: int) -> None:
+        changes = entry.alerts.update(samples, now)
+        if not changes:
+            return
+        if self.external_url:
+            changes = [_with_url(a, self.external_url) for a in changes]
+        self.history.record(entry.rule.name, changes, now)
+        wall = self.clock()
+        for alert in changes:
+            self.dispatcher.receive(alert, wall)
+
+    # -- notifications ---------------------------------------------------------------------------
+
+    def _send(self, notification: Notification) -> None:
+        """The dispatcher's output: follow the incident, then hand to the outbox."""
+        self.escalator.observe(notification, self.clock())
+        channels = self.receivers.get(notification.receiver, [])
+        if not channels:
+            return
+        slot = (notification.receiver, notification.group_key)
+        key = notification.key
+        if self._sent_keys.get(slot) == key:  # a repeat of an unchanged group: a delivery of its own
+            key = f"{key}:repeat:{notification.created_at}"
+        else:
+            self._sent_keys[slot] = key
+        self.outbox.put(notification, channels, key=key)
+
+    def _enqueue(self, notification: Notification) -> None:
+        """The escalator's output: one channel per page; its idempotency key comes in ``extra``."""
+        self.outbox.put(notification, [notification.receiver])
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    def rules(self) -> list[AlertRule]:
+        with self._lock:
+            return [entry.rule for entry in self._rules.values()]
+
+    def put_rule(self, item: dict[str, Any], create: bool) -> AlertRule:
+        """Add (``create``) or replace a rule from the API; validated before it takes effect.
+
+        Raises:
+            ValueError: the rule is invalid, or (create) its name is taken.
+            KeyError: (replace) no rule of that name.
+            PermissionError: the rule comes from the config file, which the API does not change.
+        """
+        rule = rule_from_dict(item, "rule", source="api")
+        self._check_channels(rule)
+        with self._lock:
+            existing = self._rules.get(rule.name)
+            if create and existing is not None:
+                raise ValueError(f"rule {rule.name!r} already exists; PUT replaces it")
+            if not create and existing is None:
+                raise KeyError(f"rule {rule.name!r} not found")
+            if existing is not None and existing.rule.source == "config":
+                raise PermissionError(f"rule {rule.name!r} comes from the config file; change it there")
+            if existing is not None:
+                self._uninstall(rule.name)
+            self._install(rule)
+            self._save_api_rules()
+            self.dispatcher.route = self._route()
+            self.dispatcher._route_index = {id(r): i for i, r in enumerate(self.dispatcher.route.walk())}
+            return rule
+
+    def delete_rule(self, name: str) -> None:
+        with self._lock:
+            entry = self._rules.get(name)
+            if entry is None:
+                raise KeyError(f"rule {name!r} not found")
+            if entry.rule.source == "config":
+                raise PermissionError(f"rule {name!r} comes from the config file; change it there")
+            self._uninstall(name)
+            self._save_api_rules()
+
+    def test_condition(self, condition: str, at_ns: int) -> list[Sample]:
+        """What a condition gives now over the windows kept so far (a dry run; nothing fires).
+
+        Windows hold only metrics some rule reads, so a new metric's history starts with the rule.
+        """
+        parsed = parse(condition)
+        with self._lock:
+            evaluator = Evaluator(parsed, self.windows)
+            try:
+                return evaluator.evaluate(at_ns)
+            finally:
+                evaluator.close()
+
+    def active_alerts(self) -> list[Alert]:
+        with self._lock:
+            return [a for entry in self._rules.values() for a in entry.alerts.active()]
+
+    def _install(self, rule: AlertRule) -> None:
+        self._check_channels(rule)
+        self._rules[rule.name] = _Rule(rule, self.windows, self.damping, self.history.restore(rule.name))
+
+    def _uninstall(self, name: str) -> None:
+        entry = self._rules.pop(name)
+        entry.evaluator.close()
+        wall = self.clock()
+        for alert in entry.alerts.active():  # a deleted rule's firing alerts resolve
+            if alert.state.value == "firing":
+                self.dispatcher.receive(_resolved(alert, wall), wall)
+        self.history.forget_rule(name)
+
+    def _check_unique(self, rules: list[AlertRule]) -> None:
+        names = [r.name for r in rules]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"alerting option rules: the name {repeated[0]!r} is used twice")
+
+    def _check_channels(self, rule: AlertRule) -> None:
+        unknown = [c for c in rule.channels if c not in self.channels and c not in self.receivers]
+        if unknown:
+            known = ", ".join(sorted(set(self.channels) | set(self.receivers))) or "none configured"
+            raise ValueError(f"rule {rule.name!r}: unknown channel {unknown[0]!r}; known: {known}")
+
+    def _route(self):
+        config = dict(self._route_config)
+        by_rule = [
+            {"receiver": channel, "matchers": [f'{ALERTNAME}="{entry.rule.name}"'], "continue": True}
+            for entry in self._rules.values()
+            for channel in entry.rule.channels
+        ]
+        config["routes"] = by_rule + list(config.get("routes", []))
+        try:
+            return route_from_config(config, self.receivers)
+        except ValueError as exc:
+            raise ValueError(f"alerting option {exc}") from None
+
+    def _receivers(self, configured: dict[str, Any]) -> dict[str, list[str]]:
+        out = {name: [name] for name in self.channels}
+        out[DEFAULT_RECEIVER] = list(self.channels)
+        for name, channels in configured.items():
+            ok = isinstance(channels, list) and all(c in self.channels for c in channels)
+            if not ok:
+                raise ValueError(
+                    f"alerting option receivers.{name}: expected a list of configured channels "
+                    f"({', '.join(self.channels) or 'none configured'}), got {channels!r}"
+                )
+            out[name] = list(channels)
+        return out
+
+    # -- API rules on disk -----------------------------------------------------------------------
+
+    def _api_rules_path(self) -> Path:
+        return self.dir / "api-rules.json"
+
+    def _load_api_rules(self) -> list[AlertRule]:
+        path = self._api_rules_path()
+        if not path.exists():
+            return []
+        items = json.loads(path.read_text())
+        return [rule_from_dict(item, f"{path.name}[{i}]", source="api") for i, item in enumerate(items)]
+
+    def _save_api_rules(self) -> None:
+        items = []
+        for entry in self._rules.values():
+            if entry.rule.source == "api":
+                item = entry.rule.to_dict()
+                item.pop("source")
+                items.append(item)
+        path = self._api_rules_path()
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(items, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_path(self.dir)
+
+
+def _with_url(alert: Alert, base: str) -> Alert:
+    from dataclasses import replace
+
+    return replace(alert, generator_url=f"{base.rstrip('/')}/api/v1/rules/{alert.name}")
+
+
+def _resolved(alert: Alert, now: int) -> Alert:
+    from dataclasses import replace
+
+    from otel_audio.processors.alerting.model import AlertState
+
+    return replace(alert, state=AlertState.RESOLVED, ends_at=now)
+
+
+def _map(options: dict[str, Any], key: str) -> dict[str, Any]:
+    value = options.get(key) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"alerting option {key}: expected a map, got {value!r}")
+    return value
+
+
+def _damping(value: Any) -> Damping:
+    where = "alerting option damping"
+    if not isinstance(value, dict) or set(value) - {"flap_starts", "flap_window", "flap_hold"}:
+        raise ValueError(f"{where}: expected a map of flap_starts, flap_window, flap_hold, got {value!r}")
+    starts = value.get("flap_starts", 3)
+    if not isinstance(starts, int) or isinstance(starts, bool) or starts < 0:
+        raise ValueError(f"{where}.flap_starts: expected an integer >= 0 (0: off), got {starts!r}")
+    return Damping(
+        flap_starts=starts,
+        flap_window_ns=duration_ns(str(value.get("flap_window", "15m")), f"{where}.flap_window"),
+        flap_hold_ns=duration_ns(str(value.get("flap_hold", "5m")), f"{where}.flap_hold"),
+    )
+
+
+def from_options(options: dict[str, Any] | None, data_dir: str | Path) -> Alerting:
+    """Build the chain member; ``ValueError`` names the option that is wrong."""
+    return Alerting(options, data_dir)
