@@ -637,3 +637,16 @@ def test_streaming_evaluation_equals_a_brute_force_recomputation(seed, condition
         by_series = [(rows[sid], pts) for sid, pts in observed.items()]
         for cond, ev in zip(conditions, evaluators, strict=True):
             _same(ev.evaluate(now), brute(cond, now, by_series)[0])
+
+
+def test_the_references_python_example_runs_and_prints_what_it_says():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "alerting-rules.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
+    done = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Sample(labels={'audio.stage': 'denoise', 'service': 'enh'}, value=0.666" in done.stdout

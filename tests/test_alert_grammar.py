@@ -371,3 +371,20 @@ def _compiles(pattern: str) -> bool:
 @given(_conditions)
 def test_canonical_text_parses_back_to_the_same_tree(cond):
     assert parse(str(cond)) == cond
+
+
+# -- the reference states what the parser does -----------------------------------------------------
+
+
+def _doc() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[1] / "docs" / "alerting-rules.md").read_text()
+
+
+def test_every_error_in_the_reference_is_the_parsers_message():
+    section = _doc().split("## Errors", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(.+?)` \| `(.+)` \|$", section, flags=re.MULTILINE)
+    assert len(rows) >= 10
+    for text, message in rows:
+        assert str(error_of(text.replace("`<br>`", "\n"))) == message
