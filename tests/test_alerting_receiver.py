@@ -21,15 +21,25 @@ def hook() -> Iterator[RecordingServer]:
     server.stop()
 
 
+SLOW = 'avg(audio.stage.duration{audio.stage="enhancement"}, 1m) > 0.5'
+NOTE = {"summary": '{{ $labels.service }} at {{ printf "%.2f" $value }}s'}
+
+
 def _alerting(hook: RecordingServer, **more) -> dict:
     options = {
-        "channels": {"ops": {"type": "webhook", "url": hook.url("/ops")},
-                     "pager": {"type": "webhook", "url": hook.url("/pager")}},
-        "route": {"receiver": "ops", "group_by": ["alertname", "service"], "group_wait": "0s",
-                  "group_interval": "1s", "repeat_interval": "1h"},
-        "rules": [{"name": "SlowStage", "condition": 'avg(audio.stage.duration{audio.stage="enhancement"}, 1m) > 0.5',
-                   "severity": "critical", "annotations": {"summary": '{{ $labels.service }} at {{ printf "%.2f" $value }}s'}}],
-    }  # fmt: skip
+        "channels": {
+            "ops": {"type": "webhook", "url": hook.url("/ops")},
+            "pager": {"type": "webhook", "url": hook.url("/pager")},
+        },
+        "route": {
+            "receiver": "ops",
+            "group_by": ["alertname", "service"],
+            "group_wait": "0s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "rules": [{"name": "SlowStage", "condition": SLOW, "severity": "critical", "annotations": NOTE}],
+    }
     options.update(more)
     return {"alerting": options}
 
@@ -84,7 +94,8 @@ def test_rules_made_through_the_api_are_validated_take_effect_and_survive_a_rest
     hostile = _post(
         receiver, "/api/v1/rules", {"name": "X", "condition": '__import__("os").system("id") > 0'}
     )
-    assert hostile.status_code == 400 and "line 1, column 17: unexpected character '.'" in hostile.json()["error"]
+    assert hostile.status_code == 400
+    assert "line 1, column 17: unexpected character '.'" in hostile.json()["error"]
     call = _post(receiver, "/api/v1/rules", {"name": "X", "condition": 'exec("import os") > 0'})
     assert call.status_code == 400 and "unknown function exec" in call.json()["error"]
     rule = {
@@ -118,8 +129,8 @@ def test_rules_made_through_the_api_are_validated_take_effect_and_survive_a_rest
 
 def test_a_silence_mutes_matching_alerts_and_an_ack_is_on_the_incident_timeline(start_receiver, hook):
     receiver = start_receiver(processors=["selfmon", _alerting(hook), "store"])
-    silence = _post(receiver, "/api/v1/silences", {"matchers": ['service="batch"'], "duration": "1h",
-                                                    "createdBy": "ops", "comment": "reprocessing"})  # fmt: skip
+    body = {"matchers": ['service="batch"'], "duration": "1h", "createdBy": "ops", "comment": "reprocessing"}
+    silence = _post(receiver, "/api/v1/silences", body)
     assert silence.status_code == 201, silence.text
     _send(receiver, "batch", 2.0)
     _send(receiver, "enhancer", 2.0)
