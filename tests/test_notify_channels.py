@@ -540,3 +540,39 @@ def test_slack_escapes_user_text_so_it_forms_no_links_or_mentions():
     text = slack_payload(notify(risky))["blocks"][1]["text"]["text"]
     assert "p95 &gt; 500 &amp; &lt;!channel&gt;" in text
     assert "<!channel>" not in text
+
+
+def test_email_with_auth_configured_but_not_offered_is_final():
+    """A server offering no AUTH (aiosmtpd without an authenticator) never will: the error is final."""
+    controller = Controller(_Inbox(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        channel = EmailChannel(
+            "mail",
+            "127.0.0.1",
+            controller.port,
+            sender="a@b.c",
+            to=["d@e.f"],
+            starttls=False,
+            username="u",
+            password="p",
+        )
+        with pytest.raises(DeliveryError) as caught:
+            channel.send(notify())
+        assert caught.value.retryable is False
+    finally:
+        controller.stop()
+
+
+def test_email_never_sends_in_clear_when_starttls_is_required_but_not_offered():
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        channel = EmailChannel("mail", "127.0.0.1", controller.port, sender="a@b.c", to=["d@e.f"])
+        with pytest.raises(DeliveryError, match="does not offer STARTTLS") as caught:
+            channel.send(notify())
+        assert caught.value.retryable is False
+        assert inbox.messages == []
+    finally:
+        controller.stop()

@@ -263,8 +263,11 @@ class Outbox:
 
     def start(self) -> None:
         """Start one delivery thread per channel; undelivered rows from before are delivered too."""
-        if self._threads:
+        self._threads = [t for t in self._threads if t.is_alive()]
+        if self._threads and not self._stopping.is_set():
             return
+        if self._threads:
+            raise RuntimeError("outbox: workers from before stop() are still in a send; stop again later")
         self._stopping.clear()
         for name, channel in self.channels.items():
             thread = threading.Thread(

@@ -154,6 +154,8 @@ class EmailChannel:
                 if self.username:
                     smtp.login(self.username, self.password)
                 smtp.send_message(message)
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. AUTH configured, server offers none
+            raise DeliveryError(f"{where}: {exc}", retryable=False) from None
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             retry = all(400 <= code < 500 for code in codes)
