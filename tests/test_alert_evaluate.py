@@ -39,6 +39,7 @@ from otel_audio.processors.base import (
     SERIES_SCHEMA,
     MetricBatch,
     MetricType,
+    Temporality,
     canonical_json,
     series_row,
 )
@@ -261,6 +262,52 @@ def test_closing_the_last_evaluator_of_a_metric_forgets_it():
     windows.observe(batch(gauge_points(A, [(0, 1.0)]), [A]))
     ev.close()
     assert windows.metrics == frozenset() and windows.held_points() == 0
+
+
+def test_a_point_older_than_its_series_newest_is_dropped():
+    windows = Windows()
+    ev = Evaluator(parse("count(lat, 1m) > 0"), windows)
+    windows.observe(batch(gauge_points(A, [(20 * S, 1.0)]), [A]))
+    windows.observe(batch(gauge_points(A, [(10 * S, 5.0)]), [A]))
+    assert [s.value for s in ev.evaluate(T0 + 30 * S)] == [1.0]
+
+
+def test_series_may_arrive_out_of_time_order_across_batches():
+    windows = Windows()
+    ev = Evaluator(parse("avg(lat, 1m) > 0"), windows)
+    windows.observe(batch(gauge_points(A, [(50 * S, 1.0)]), [A]))
+    windows.observe(batch(gauge_points(B, [(10 * S, 3.0), (40 * S, 5.0)]), [B]))
+    assert [(s.labels["stage"], s.value) for s in ev.evaluate(T0 + 55 * S)] == [("a", 1.0), ("b", 4.0)]
+
+
+def test_old_points_of_a_new_series_beyond_every_window_are_not_kept():
+    windows = Windows()
+    ev = Evaluator(parse("avg(lat, 1m) > 0"), windows)
+    windows.observe(batch(gauge_points(A, [(3600 * S, 1.0)]), [A]))
+    windows.observe(batch(gauge_points(B, [(0, 3.0)]), [B]))
+    assert [s.labels["stage"] for s in ev.evaluate(T0 + 3600 * S)] == ["a"]
+
+
+def test_a_delta_counters_points_are_its_increments():
+    d = {**row("frames", "sum"), "temporality": Temporality.DELTA.value}
+    pts = counter_points(d, [(10 * S, 4.0), (20 * S, 6.0)], start=T0 - 3600 * S)
+    assert run("increase(frames, 1m) > 0", pts, [d], 20 * S)[0][1] == 10.0
+
+
+def test_an_up_down_counter_goes_down_without_a_reset():
+    u = {**row("queue", "sum"), "monotonic": False}
+    pts = counter_points(u, [(10 * S, 10.0), (20 * S, 4.0)])
+    assert run("increase(queue, 15s) < 0", pts, [u], 20 * S)[0][1] == -6.0
+
+
+def test_a_summary_has_count_and_sum_but_no_percentile():
+    summary = {**row("lat_summary", "sum"), "type": MetricType.SUMMARY.value}
+    pts = [
+        {"series": summary, "t": T0 + t, "fields": {"count": c, "value": v, "start_time_unix_nano": T0 - S}}
+        for t, c, v in ((10 * S, 4, 2.0), (20 * S, 10, 5.0))
+    ]
+    assert run("avg(lat_summary, 15s) > 0", pts, [summary], 20 * S)[0][1] == 0.5
+    assert run("p99(lat_summary, 1m) > 0", pts, [summary], 20 * S) == []
 
 
 # -- streaming equals brute force ------------------------------------------------------------------

@@ -153,10 +153,11 @@ class _Metric:
         cutoff = self.newest - self.longest
         self.chunks = [c for c in self.chunks if c["t"][-1] > cutoff]
         self.entries = [e for e in self.entries if e["t"].max() > cutoff]
-        first = self.chunks[0]
-        drop = int(np.searchsorted(first["t"], cutoff, side="right"))
-        if drop * 2 > first["t"].size:  # copy, so the dropped points' memory goes
-            self.chunks[0] = {k: v[drop:].copy() for k, v in first.items()}
+        if self.chunks:
+            first = self.chunks[0]
+            drop = int(np.searchsorted(first["t"], cutoff, side="right"))
+            if drop * 2 > first["t"].size:  # copy, so the dropped points' memory goes
+                self.chunks[0] = {k: v[drop:].copy() for k, v in first.items()}
 
     def points(self) -> dict[str, np.ndarray]:
         """All kept points as one chunk sorted by time (stable: arrival order among equal times)."""
@@ -337,6 +338,9 @@ class Windows:
             return _NONE
         key = (leaf.selector.metric, leaf.func, leaf.window_ns, now_ns)
         if key not in self._cache:
+            if len(self._cache) > _CACHE_SIZE:  # many times without a batch between (the ticker)
+                self._cache.clear()
+                self._frames.clear()
             frame_key = (leaf.selector.metric, leaf.window_ns, now_ns)
             if frame_key not in self._frames:  # functions over one window share its slice
                 self._frames[frame_key] = _Frame(metric, leaf.window_ns, now_ns)
@@ -349,6 +353,7 @@ class Windows:
 
 
 _NONE = (np.zeros(0, np.int64), np.zeros(0))
+_CACHE_SIZE = 65536  # leaf results kept between batches
 
 
 def _floats(rows: pa.Table, name: str) -> np.ndarray:
