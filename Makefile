@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/aggregation.py
 	$(PY) benchmarks/anomaly.py
 	$(PY) benchmarks/forecast.py
+	$(PY) benchmarks/forecast_tick.py
+	$(PY) benchmarks/derived.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
