@@ -339,3 +339,31 @@ def test_prune_deletes_old_finished_rows_but_each_groups_newest(tmp_path, outbox
         ("group-b", "firing"),
         ("group-a", "resolved"),
     ]
+
+
+class _BuggyOnce:
+    """A channel whose first send fails with a bug (not a DeliveryError), then works."""
+
+    name = "buggy"
+
+    def __init__(self) -> None:
+        self.raised = False
+        self.sent: list[Notification] = []
+
+    def send(self, notification: Notification) -> None:
+        if not self.raised:
+            self.raised = True
+            raise KeyError("template field")
+        self.sent.append(notification)
+
+
+def test_a_channel_raising_an_unexpected_error_is_retried_not_lost(tmp_path, outboxes):
+    channel = _BuggyOnce()
+    outbox = open_outbox(outboxes, tmp_path / "o.sqlite", [channel], backoff=FAST)
+    outbox.start()
+    outbox.put(notification(), ["buggy"])
+    wait_until(lambda: not outbox.pending())
+    assert len(channel.sent) == 1
+    (row,) = outbox.history()
+    assert row.attempts == 2
+    assert outbox.stats()["buggy"]["retried"] == 1
