@@ -255,7 +255,7 @@ class Outbox:
             return cursor.rowcount
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per channel: ``delivered``, ``failed``, ``retried`` and ``resent`` counts since start."""
+        """Per channel: ``delivered``, ``failed``, ``retried`` and ``resent`` counts since it was opened."""
         with self._lock:
             return {name: dict(counts) for name, counts in self._stats.items()}
 
