@@ -314,14 +314,16 @@ def _free_port() -> int:
 class _Receiver:
     """``otel-audio serve`` in a subprocess on free ports; optionally under a per-thread profiler."""
 
-    def __init__(self, directory: Path, profile_to: Path | None, flush: bool = True) -> None:
+    def __init__(
+        self, directory: Path, profile_to: Path | None, flush: bool = True, extra_yaml: str = ""
+    ) -> None:
         self.grpc_port, self.http_port, self.api_port = _free_port(), _free_port(), _free_port()
         config = directory / "serve.yaml"
         # --flush off: the head keeps everything (WAL only), to measure ingest without block writing.
         blocks = "" if flush else "  blocks:\n    flush_interval_s: 86400\n    head_max_bytes: 17179869184\n"
         config.write_text(
             f"server:\n  grpc_port: {self.grpc_port}\n  http_port: {self.http_port}\n"
-            f"  api_port: {self.api_port}\nstorage:\n  data_dir: {directory / 'data'}\n{blocks}"
+            f"  api_port: {self.api_port}\nstorage:\n  data_dir: {directory / 'data'}\n{blocks}{extra_yaml}"
         )
         if profile_to is None:
             command = [sys.executable, "-m", "otel_audio.cli", "serve", "--config", str(config)]

@@ -173,3 +173,9 @@ def test_aggregation_benchmark_prints_points_per_second_per_rule_and_for_the_cha
     # 1 m windows ending at minutes 1..3 and 5 m sliding ones ending at minutes 1..7
     assert (result["windows"], result["late_points"]) == (7, 0)
     assert result["results"] > 0 and 0 < result["max_held_points"] <= result["points"]
+
+
+def test_alert_latency_benchmark_measures_export_to_webhook():
+    result = one_json_line(run("alert_latency.py", "--probes", "3", "--warmup", "1", "--interval", "0"))
+    assert result["probes"] == 3  # each probe's alert reached the benchmark's webhook
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
