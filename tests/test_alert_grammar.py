@@ -388,3 +388,34 @@ def test_every_error_in_the_reference_is_the_parsers_message():
     assert len(rows) >= 10
     for text, message in rows:
         assert str(error_of(text.replace("`<br>`", "\n"))) == message
+
+
+_pieces = st.sampled_from(
+    [
+        *'(){},"\\=!~<>-.e5 0x_ab\n',
+        "and ",
+        "or ",
+        "not ",
+        "avg(",
+        "p95(",
+        "absent(",
+        "anomaly(",
+        "5m",
+        "1e3",
+        '"a"',
+        "=~",
+        "m{",
+        "exec(",
+        "__import__(",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_pieces, max_size=40).map("".join))
+def test_any_text_parses_or_raises_a_syntax_error_and_what_parses_round_trips(text):
+    try:
+        cond = parse(text)
+    except RuleSyntaxError:
+        return
+    assert parse(str(cond)) == cond
