@@ -95,16 +95,14 @@ def leaves(condition: Condition) -> list[Leaf]:
 class _Metric:
     """The series of one metric and their points of the last longest window, sorted by time."""
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: list[np.ndarray]) -> None:
         self.kind: str | None = None  # the first-seen series' type; series of other types are ignored
         self.labels: list[dict[str, str]] = []
         self.keys: list[tuple] = []
         self.lookups: list[dict[str, str]] = []
-        self.delta: list[bool] = []
         self.chunks: list[dict[str, np.ndarray]] = []
         self.entries: list[dict[str, np.ndarray]] = []  # histogram bucket increments, any order
-        self.layouts: dict[tuple, int] = {}  # explicit bounds -> layout id
-        self.bounds: list[np.ndarray] = []
+        self.bounds = bounds  # explicit bucket bounds by layout id, shared by all metrics
         self.newest = np.iinfo(np.int64).min
         self.longest = 0
         self.buckets = False  # some leaf reads percentiles: keep bucket increments
@@ -121,7 +119,6 @@ class _Metric:
         self.lookups.append(lookup)
         self.labels.append(labels)
         self.keys.append(tuple(sorted(labels.items())))
-        self.delta.append(row["temporality"] == "delta")
         return len(self.labels) - 1
 
     def found(self, sidx: np.ndarray, values: np.ndarray) -> dict[tuple, tuple[dict[str, str], float]]:
@@ -146,6 +143,8 @@ class _Metric:
         return known
 
     def append(self, chunk: dict[str, np.ndarray], entries: dict[str, np.ndarray] | None) -> None:
+        if len(self.chunks) >= _MAX_CHUNKS:  # many small batches: one array, trimmed below
+            self.points()
         self.chunks.append(chunk)
         if entries is not None and entries["t"].size:
             self.entries.append(entries)
@@ -198,8 +197,10 @@ class Windows:
         self._series = SERIES_SCHEMA.empty_table()  # every watched series seen: rollup's type lookup
         self._carry = Carry.empty()
         self._sids = np.zeros(0, np.uint64)  # sorted ids of known series ...
-        self._where = np.zeros((0, 3), np.int64)  # ... and their (metric number, index, history)
+        self._where = np.zeros((0, 4), np.int64)  # ... and their (metric number, index, history, delta)
         self._names: list[str] = []  # metric number -> name
+        self._layouts: dict[tuple, int] = {}  # explicit bucket bounds -> layout id
+        self._bounds: list[np.ndarray] = []  # layout id -> bounds
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._frames: dict[tuple, _Frame] = {}
 
@@ -233,7 +234,7 @@ class Windows:
                     kept = self._where[:, 0] != self._names.index(name)
                     self._sids, self._where = self._sids[kept], self._where[kept]
         for name, (longest, buckets) in wanted.items():
-            metric = self._metrics.setdefault(name, _Metric())
+            metric = self._metrics.setdefault(name, _Metric(self._bounds))
             metric.longest, metric.buckets = longest, buckets
         self._watched = pa.array(sorted(wanted), pa.string())
         self._cache.clear()
@@ -289,44 +290,100 @@ class Windows:
             metric = self._metrics[row["metric"]]
             metric.kind = metric.kind or row["type"]
             if row["type"] != metric.kind:
-                where.append((-1, -1, 0))
+                where.append((-1, -1, 0, 0))
                 continue
             if row["metric"] not in self._names:
                 self._names.append(row["metric"])
-            where.append((self._names.index(row["metric"]), metric.add_series(row), 0))
+            delta = row["temporality"] == "delta"
+            where.append((self._names.index(row["metric"]), metric.add_series(row), 0, delta))
         self._series = pa.concat_tables([self._series, rows.select(SERIES_SCHEMA.names).cast(SERIES_SCHEMA)])
         sids = np.r_[self._sids, rows.column("series_id").to_numpy()]
-        table = np.r_[self._where, np.array(where, np.int64).reshape(-1, 3)]
+        table = np.r_[self._where, np.array(where, np.int64).reshape(-1, 4)]
         order = np.argsort(sids, kind="stable")
         self._sids, self._where = sids[order], table[order]
 
     def _append(self, rows: pa.Table) -> set[str]:
+        """Split the rollup's per-point rows (sorted by series) into each metric's time-sorted chunk."""
         sid = rows.column("series_id").to_numpy()
         pos = np.searchsorted(self._sids, sid)
-        metric_no, sidx, history = self._where[pos, 0], self._where[pos, 1], self._where[pos, 2]
-        first = np.r_[True, sid[1:] != sid[:-1]] & (history == 0)
+        where = self._where[pos]
+        first = np.r_[True, sid[1:] != sid[:-1]] & (where[:, 2] == 0)  # no earlier point, ever
         self._where[pos, 2] = 1
         t = rows.column("last_time_ns").to_numpy()
         st = pc.fill_null(rows.column("last_start_time_ns"), 0).to_numpy()
-        cols = {name: _floats(rows, name) for name in _ROW_COLUMNS}
+        order = np.lexsort((t, where[:, 0]))
+        metric_no, where = where[order, 0], where[order]
+        cols = {
+            "t": t[order],
+            "s": where[:, 1],
+            **{name: _floats(rows, name)[order] for name in _ROW_COLUMNS},
+        }
+        cols["born"] = np.where(first[order] & (where[:, 3] == 0), st[order], NEVER)
+        cols["layout"] = np.full(order.size, -1, np.int64)
+        buckets = np.array([self._keeps_buckets(name) for name in self._names], bool)[metric_no]
+        entries = None
+        if buckets.any():
+            picked = np.flatnonzero(buckets)
+            entries = self._bucket_entries(rows.take(order[picked]), picked, cols)
+        starts = np.flatnonzero(np.r_[True, metric_no[1:] != metric_no[:-1]])
         touched = set()
-        order = np.argsort(metric_no, kind="stable")
-        bounds = np.flatnonzero(np.r_[True, metric_no[order][1:] != metric_no[order][:-1]])
-        for lo, hi in zip(bounds, np.r_[bounds[1:], order.size], strict=True):
-            name = self._names[metric_no[order[lo]]]
-            metric = self._metrics[name]
-            sel = order[lo:hi]
-            sel = sel[np.argsort(t[sel], kind="stable")]
-            delta = np.asarray(metric.delta, bool)[sidx[sel]]
-            chunk = {"t": t[sel], "s": sidx[sel], **{k: v[sel] for k, v in cols.items()}}
-            chunk["born"] = np.where(first[sel] & ~delta, st[sel], NEVER)
-            chunk["layout"] = np.full(sel.size, -1, np.int64)
-            entries = None
-            if metric.buckets and metric.kind in _HISTOGRAMS:
-                entries = _bucket_entries(rows.take(sel), chunk, metric)
-            metric.append(chunk, entries)
+        for lo, hi in zip(starts, np.r_[starts[1:], order.size], strict=True):
+            name = self._names[metric_no[lo]]
+            part = None
+            if entries is not None:
+                a, b = np.searchsorted(entries["at"], [lo, hi])
+                part = {k: v[a:b] for k, v in entries.items()} if b > a else None
+            self._metrics[name].append({k: v[lo:hi] for k, v in cols.items()}, part)
             touched.add(name)
         return touched
+
+    def _keeps_buckets(self, name: str) -> bool:
+        metric = self._metrics.get(name)
+        return metric is not None and metric.buckets and metric.kind in _HISTOGRAMS
+
+    def _bucket_entries(self, rows: pa.Table, at: np.ndarray, cols: dict[str, np.ndarray]) -> dict:
+        """Non-zero bucket increments of histogram ``rows`` (at positions ``at`` of ``cols``), by position.
+
+        Explicit: ``category`` is the layout id of the point's bounds and ``index`` the bucket;
+        exponential: ``category`` and ``index`` as in :mod:`otel_audio.store.histograms`.
+        """
+        kinds = np.asarray(rows.column("bounds").is_valid())
+        parts = []
+        explicit = np.flatnonzero(kinds)
+        if explicit.size:
+            for i, bounds in zip(explicit, rows.column("bounds").take(explicit).to_pylist(), strict=True):
+                layout = self._layouts.setdefault(tuple(bounds), len(self._layouts))
+                if layout == len(self._bounds):
+                    self._bounds.append(np.asarray(bounds, np.float64))
+                cols["layout"][at[i]] = layout
+            owner, index, count = _list_column(rows, "bucket_counts")
+            parts.append((owner, cols["layout"][at[owner]], index, count))
+        for cat, side in ((hist.NEGATIVE, "negative"), (hist.POSITIVE, "positive")):
+            owner, place, count = _list_column(rows, f"exp_{side}_counts")
+            offset = pc.fill_null(rows.column(f"exp_{side}_offset"), 0).to_numpy().astype(np.int64)
+            parts.append((owner, np.full(owner.size, cat), offset[owner] + place, count))
+        exponential = np.flatnonzero(~kinds)
+        zero = pc.fill_null(rows.column("exp_zero_count"), 0).to_numpy().astype(np.int64)[exponential]
+        parts.append(
+            (exponential, np.full(exponential.size, hist.ZERO), np.zeros(exponential.size, np.int64), zero)
+        )
+        owner, category, index, count = (np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True))
+        scale = pc.fill_null(rows.column("exp_scale"), 0).to_numpy().astype(np.int64)
+        keep = count > 0
+        owner, category, index, count = owner[keep], category[keep], index[keep], count[keep]
+        by_position = np.argsort(at[owner], kind="stable")
+        owner = owner[by_position]
+        row = at[owner]
+        return {
+            "at": row,
+            "t": cols["t"][row],
+            "s": cols["s"][row],
+            "born": cols["born"][row],
+            "scale": scale[owner],
+            "category": category[by_position],
+            "index": index[by_position],
+            "count": count[by_position],
+        }
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -354,6 +411,7 @@ class Windows:
 
 _NONE = (np.zeros(0, np.int64), np.zeros(0))
 _CACHE_SIZE = 65536  # leaf results kept between batches
+_MAX_CHUNKS = 16  # batches a metric keeps apart before joining them into one array
 
 
 def _floats(rows: pa.Table, name: str) -> np.ndarray:
@@ -370,40 +428,6 @@ def _list_column(rows: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray, np.
     flat = pc.fill_null(pc.list_flatten(column), 0).to_numpy().astype(np.int64)
     owner = np.repeat(np.arange(lengths.size), lengths)
     return owner, np.arange(flat.size) - (np.cumsum(lengths) - lengths)[owner], flat
-
-
-def _bucket_entries(rows: pa.Table, chunk: dict[str, np.ndarray], metric: _Metric) -> dict[str, np.ndarray]:
-    """Each point's non-zero bucket increments: explicit (layout, position) or exponential entries."""
-    if metric.kind == "histogram":
-        for i, bounds in enumerate(rows.column("bounds").to_pylist()):
-            layout = metric.layouts.setdefault(tuple(bounds or ()), len(metric.layouts))
-            if layout == len(metric.bounds):
-                metric.bounds.append(np.asarray(bounds or (), np.float64))
-            chunk["layout"][i] = layout
-        owner, index, count = _list_column(rows, "bucket_counts")
-        category = chunk["layout"][owner]
-    else:
-        parts = []
-        for cat, side in ((hist.NEGATIVE, "negative"), (hist.POSITIVE, "positive")):
-            owner, at, count = _list_column(rows, f"exp_{side}_counts")
-            offset = pc.fill_null(rows.column(f"exp_{side}_offset"), 0).to_numpy().astype(np.int64)
-            parts.append((owner, np.full(owner.size, cat), offset[owner] + at, count))
-        zero = pc.fill_null(rows.column("exp_zero_count"), 0).to_numpy().astype(np.int64)
-        n = zero.size
-        parts.append((np.arange(n), np.full(n, hist.ZERO), np.zeros(n, np.int64), zero))
-        owner, category, index, count = (np.concatenate(p) for p in zip(*parts, strict=True))
-    scale = pc.fill_null(rows.column("exp_scale"), 0).to_numpy().astype(np.int64)
-    keep = count > 0
-    owner = owner[keep]
-    return {
-        "t": chunk["t"][owner],
-        "s": chunk["s"][owner],
-        "born": chunk["born"][owner],
-        "scale": scale[owner],
-        "category": category[keep],
-        "index": index[keep],
-        "count": count[keep],
-    }
 
 
 class _Frame:
@@ -519,11 +543,10 @@ def _bucket_quantile(metric: _Metric, pts, lo: int, hi: int, start: int, now: in
     low, high = np.full(n, np.nan), np.full(n, np.nan)
     np.fmin.at(low, s, layout)
     np.fmax.at(high, s, layout)
-    for lay, bounds in enumerate(metric.bounds):
+    for lay in np.unique(low[low == high]).astype(np.int64):
+        bounds = metric.bounds[lay]
         series = np.flatnonzero((low == lay) & (high == lay))  # bounds that changed in the window: NaN
         mine = np.isin(e["s"], series) & (e["category"] == lay)
-        if series.size == 0:
-            continue
         width = bounds.size + 1
         slot = np.searchsorted(series, e["s"][mine])
         counts = np.bincount(
