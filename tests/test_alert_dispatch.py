@@ -311,6 +311,35 @@ def test_dedup_is_kept_per_receiver():
     ]
 
 
+def test_notification_log_file_keeps_dedup_across_a_restart(tmp_path):
+    path = tmp_path / "nflog.sqlite"
+    a = fire("a", 0)
+    before, after, forgetful = Recorder(), Recorder(), Recorder()
+    d = Dispatcher(route_from_config(BY_NAME), None, None, before, log_path=path)
+    run(d, [(0, a), (30, TICK)])
+    assert len(before.sent) == 1
+
+    restarted = Dispatcher(route_from_config(BY_NAME), None, None, after, log_path=path)
+    run(restarted, [(100, a), *ticks(400, 14800, 300)])  # the rule engine re-sends its firing alert
+    # only the 4 h repeat: the first flush (100 s + k * 300 s) after 30 s + 4 h
+    assert [n.created_at // S for n in after.sent] == [14500]
+
+    in_memory = Dispatcher(route_from_config(BY_NAME), None, None, forgetful)
+    in_memory.receive(a, 100 * S)
+    assert [n.created_at // S for n in forgetful.sent] == [100]
+
+
+def test_notification_log_forgets_entries_after_the_retention(tmp_path):
+    path = tmp_path / "nflog.sqlite"
+    a = fire("a", 0)
+    rec = Recorder()
+    d = Dispatcher(route_from_config(BY_NAME), None, None, rec, log_retention_ns=3600 * S, log_path=path)
+    run(d, [(0, a), (30, TICK), (3630, TICK)])
+    again = Recorder()
+    Dispatcher(route_from_config(BY_NAME), None, None, again, log_path=path).receive(a, 3700 * S)
+    assert [n.created_at // S for n in again.sent] == [3700]
+
+
 def test_failed_send_is_retried_at_the_next_flush():
     d, rec = dispatcher(BY_NAME)
     failures = [RuntimeError("outbox full")]

@@ -17,7 +17,8 @@ receiver is due to hear about a group. It follows Alertmanager 0.25 (``dispatch/
    an alert fires that was not firing in the last notification; every alert has resolved and the
    last notification had firing ones; a resolved alert was not in the last notification; or the
    group is unchanged and ``repeat_interval`` has passed since the last notification (strictly:
-   re-sends land on the first flush after it, as in Alertmanager).
+   re-sends land on the first flush after it, as in Alertmanager). The log lives in memory, or
+   in SQLite (``log_path``) so that a restart does not notify again.
 5. **Clean-up.** Resolved alerts are dropped from a group once a flush has handled them (sent or
    not); a group left empty is removed.
 
@@ -31,9 +32,12 @@ exception propagates.
 from __future__ import annotations
 
 import functools
+import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from otel_audio.processors.alerting.inhibit import Inhibitor
 from otel_audio.processors.alerting.model import Alert, AlertState, Notification, fingerprint
@@ -97,6 +101,8 @@ class Dispatcher:
         silences: the silence store (``None``: nothing is silenced).
         send: called with each notification due, synchronously.
         log_retention_ns: how long a notification-log entry is kept after its notification.
+        log_path: a SQLite file for the notification log, so that dedup survives a restart
+            (``None``: kept in memory only).
     """
 
     def __init__(
@@ -106,6 +112,7 @@ class Dispatcher:
         silences: Silences | None,
         send: Callable[[Notification], None],
         log_retention_ns: int = DEFAULT_LOG_RETENTION_NS,
+        log_path: str | Path | None = None,
     ) -> None:
         self.route = route
         self.inhibitor = inhibitor or Inhibitor()
@@ -119,7 +126,7 @@ class Dispatcher:
         self._groups: dict[tuple[int, int, str], _Group] = {}
         self._firing: dict[str, Alert] = {}
         self._inhibition = self.inhibitor.index()
-        self._log: dict[tuple[str, str], _LogEntry] = {}
+        self._log = _NotificationLog(log_path)
 
     def receive(self, alert: Alert, now_ns: int) -> None:
         """Take one alert change: firing or resolved (pending and inactive alerts are ignored).
@@ -187,9 +194,11 @@ class Dispatcher:
             due = sorted((g.next_flush, slot) for slot, g in self._groups.items() if g.next_flush <= now_ns)
             for _, slot in due:
                 self._flush(slot, now_ns)
-            horizon = now_ns - self.log_retention_ns
-            for name in [k for k, e in self._log.items() if e.sent_at <= horizon]:
-                del self._log[name]
+            self._log.forget_before(now_ns - self.log_retention_ns)
+
+    def close(self) -> None:
+        """Close the notification log's database, if it has one."""
+        self._log.close()
 
     def next_flush_ns(self) -> int | None:
         """When :meth:`tick` next has work (``None``: no groups)."""
@@ -266,7 +275,7 @@ class Dispatcher:
                     created_at=now_ns,
                 )
             )
-            self._log[log_key] = _LogEntry(firing, resolved, now_ns)
+            self._log.put(log_key, _LogEntry(firing, resolved, now_ns))
 
         for fp, alert in handled.items():
             # only if it was not changed again meanwhile (by a receive from inside send)
@@ -274,6 +283,49 @@ class Dispatcher:
                 del group.alerts[fp]
         if not group.alerts and self._groups.get(slot) is group:
             del self._groups[slot]
+
+
+class _NotificationLog:
+    """What was last sent per (group key, receiver); in memory, and in SQLite when given a path."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self._entries: dict[tuple[str, str], _LogEntry] = {}
+        self._db = None
+        if path is None:
+            return
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS nflog (group_key TEXT NOT NULL, receiver TEXT NOT NULL,"
+            " firing TEXT NOT NULL, resolved TEXT NOT NULL, sent_at INTEGER NOT NULL,"
+            " PRIMARY KEY (group_key, receiver))"
+        )
+        for key, receiver, firing, resolved, sent_at in self._db.execute("SELECT * FROM nflog"):
+            entry = _LogEntry(frozenset(json.loads(firing)), frozenset(json.loads(resolved)), sent_at)
+            self._entries[(key, receiver)] = entry
+
+    def get(self, key: tuple[str, str]) -> _LogEntry | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[str, str], entry: _LogEntry) -> None:
+        self._entries[key] = entry
+        if self._db is not None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO nflog VALUES (?, ?, ?, ?, ?)",
+                (*key, json.dumps(sorted(entry.firing)), json.dumps(sorted(entry.resolved)), entry.sent_at),
+            )
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def forget_before(self, horizon_ns: int) -> None:
+        old = [k for k, e in self._entries.items() if e.sent_at <= horizon_ns]
+        for key in old:
+            del self._entries[key]
+        if old and self._db is not None:
+            self._db.execute("DELETE FROM nflog WHERE sent_at <= ?", (horizon_ns,))
 
 
 def _needs_update(
