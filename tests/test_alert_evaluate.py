@@ -264,6 +264,14 @@ def test_closing_the_last_evaluator_of_a_metric_forgets_it():
     assert windows.metrics == frozenset() and windows.held_points() == 0
 
 
+def test_series_differing_only_in_scope_give_one_label_set_the_first_seen():
+    first, second = A, {**row("lat", stage="a"), "scope": "other"}
+    second["series_id"] = A["series_id"] + 1
+    pts = gauge_points(first, [(0, 7.0)]) + gauge_points(second, [(S, 9.0)])
+    assert run("lat > 1", pts, [first, second], 2 * S) == [({"service": "svc", "stage": "a"}, 7.0)]
+    assert run("lat > 1 or lat > 1", pts, [first, second], 2 * S) == [({"service": "svc", "stage": "a"}, 7.0)]
+
+
 def test_a_point_older_than_its_series_newest_is_dropped():
     windows = Windows()
     ev = Evaluator(parse("count(lat, 1m) > 0"), windows)

@@ -108,6 +108,7 @@ class _Metric:
         self.buckets = False  # some leaf reads percentiles: keep bucket increments
         self._matches: dict[tuple, np.ndarray] = {}
         self._keys = self._labels = np.empty(0, object)  # keys and labels as arrays, for found()
+        self._rank = np.zeros(0, np.int64)  # each series' place in the order of label sets
 
     def add_series(self, row: dict[str, Any]) -> int:
         resource = json.loads(row["resource"] or "{}")
@@ -132,6 +133,20 @@ class _Metric:
         return dict(
             zip(self._keys[rev], zip(self._labels[rev], values[::-1].tolist(), strict=True), strict=True)
         )
+
+    def by_labels(self, sidx: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``sidx`` and ``values`` ordered by label set, one series per label set (the first seen)."""
+        if self._rank.size < len(self.keys):  # new series: rank every label set again
+            self._rank = np.empty(len(self.keys), np.int64)
+            previous, rank = None, -1
+            for i in sorted(range(len(self.keys)), key=self.keys.__getitem__):
+                rank += self.keys[i] != previous
+                self._rank[i], previous = rank, self.keys[i]
+        rank = self._rank[sidx]
+        order = np.lexsort((sidx, rank))
+        rank = rank[order]
+        first = np.r_[True, rank[1:] != rank[:-1]]
+        return sidx[order][first], values[order][first]
 
     def matching(self, selector: Selector) -> np.ndarray:
         """Which series match the selector's matchers (cached, extended as series arrive)."""
@@ -589,6 +604,15 @@ class Evaluator:
     def evaluate(self, now_ns: int) -> list[Sample]:
         """The label sets for which the condition holds at ``now_ns``, sorted by labels, each with
         the value of its first comparison's operand (``absent``: 1)."""
+        if isinstance(self.condition, Compare):  # most rules: straight from the arrays
+            sidx, values = self._hits(self.condition, now_ns)
+            if sidx.size == 0:
+                return []
+            metric = self.windows.metric(self._leaves[id(self.condition)].selector.metric)
+            sidx, values = metric.by_labels(sidx, values)
+            return [
+                Sample(dict(metric.labels[s]), v) for s, v in zip(sidx.tolist(), values.tolist(), strict=True)
+            ]
         holds, _ = self._node(self.condition, now_ns, False)
         return [Sample(dict(labels), value) for _, (labels, value) in sorted(holds.items())]
 
@@ -607,16 +631,19 @@ class Evaluator:
             return _join(left, right), _join(left_all, right_all) if domain else None
         return _union(left, right), _union(left_all, right_all) if domain else None
 
-    def _compare(self, node: Compare, now: int, domain: bool) -> tuple[Found, Found | None]:
+    def _hits(self, node: Compare, now: int, everything: bool = False) -> tuple[np.ndarray, ...]:
+        """(series, values) where the comparison holds; with ``everything``, also all decided ones."""
         leaf = self._leaves.get(id(node)) or self._leaves.setdefault(id(node), leaf_of(node))
         sidx, values = self.windows.values(leaf, now)
-        if sidx.size == 0:
+        hit = _COMPARE[node.op](values, node.number) & ~np.isnan(values)  # NaN compares false
+        return (sidx[hit], values[hit], sidx, values) if everything else (sidx[hit], values[hit])
+
+    def _compare(self, node: Compare, now: int, domain: bool) -> tuple[Found, Found | None]:
+        sidx, values, all_sidx, all_values = self._hits(node, now, True)
+        if all_sidx.size == 0:
             return {}, {} if domain else None
-        with np.errstate(invalid="ignore"):
-            hit = _COMPARE[node.op](values, node.number) & ~np.isnan(values)
-        metric = self.windows.metric(leaf.selector.metric)
-        holds = metric.found(sidx[hit], values[hit])
-        return holds, metric.found(sidx, values) if domain else None
+        metric = self.windows.metric(self._leaves[id(node)].selector.metric)
+        return metric.found(sidx, values), metric.found(all_sidx, all_values) if domain else None
 
     def _absent(self, node: Absent, now: int) -> tuple[Found, Found]:
         sidx, _ = self.windows.values(leaf_of(node), now)
