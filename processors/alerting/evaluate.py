@@ -8,6 +8,12 @@ under the store's reset rule (:func:`otel_audio.store.rollup.rollup` with a 1 ns
 carry: the increments the query API and the rollup tiers use), and appends them per metric,
 sorted by time. Nothing is read from the store.
 
+The points are kept per metric in columns (arrays of time, series index, value, increment, ...)
+rather than in a deque per series: one numpy pass then serves every series of the metric. Because
+each point's increment is taken on arrival against the previous point of its series (the carry),
+no point before the window is kept for ``rate`` or ``increase``; points older than the metric's
+longest window are dropped as newer ones arrive, so memory is bounded by the windows.
+
 :class:`Evaluator` answers, for one condition and a time ``now``, which label sets satisfy it
 (:class:`~otel_audio.processors.alerting.model.Sample`). Leaf values are computed per series
 over ``(now - window, now]`` with numpy and cached per ``(metric, function, window, now)`` until
