@@ -60,6 +60,7 @@ _OPTIONS = ("rules", "channels", "receivers", "route", "inhibit_rules", "escalat
 DEFAULT_ROUTE = {"group_by": ["alertname", "service"], "group_wait": "0s", "group_interval": "1m",
                  "repeat_interval": "4h"}  # fmt: skip
 DEFAULT_RECEIVER = "default"
+HOUSEKEEPING_NS = 3600 * 10**9  # delivered notifications and expired silences are pruned hourly
 
 
 class _Rule:
@@ -113,9 +114,12 @@ class Alerting:
         self.windows = Windows()
         self._rules: dict[str, _Rule] = {}
         self._sent_keys: dict[tuple[str, str], str] = {}
+        self._pruned_at = 0
         for rule in rules + self._load_api_rules():
             self._install(rule)
-        self.dispatcher = Dispatcher(self._route(), self.inhibitor, self.silences, self._send)
+        self.dispatcher = Dispatcher(
+            self._route(), self.inhibitor, self.silences, self._send, log_path=self.dir / "nflog.sqlite"
+        )
         self.outbox.start()
 
     # -- chain ---------------------------------------------------------------------------------
@@ -138,10 +142,15 @@ class Alerting:
                 self._apply(entry, entry.evaluator.evaluate(now_unix_nano), now_unix_nano)
             self.dispatcher.tick(now_unix_nano)
             self.escalator.tick(now_unix_nano)
+            if now_unix_nano - self._pruned_at >= HOUSEKEEPING_NS:
+                self._pruned_at = now_unix_nano
+                self.outbox.prune()
+                self.silences.gc(now_unix_nano)
 
     def close(self) -> None:
         with self._lock:
             self.outbox.close()
+            self.dispatcher.close()
             for store in (self.history, self.silences, self.incidents):
                 store.close()
 
@@ -204,8 +213,7 @@ class Alerting:
                 self._uninstall(rule.name)
             self._install(rule)
             self._save_api_rules()
-            self.dispatcher.route = self._route()
-            self.dispatcher._route_index = {id(r): i for i, r in enumerate(self.dispatcher.route.walk())}
+            self.dispatcher.set_route(self._route(), self.clock())
             return rule
 
     def delete_rule(self, name: str) -> None:
@@ -217,6 +225,7 @@ class Alerting:
                 raise PermissionError(f"rule {name!r} comes from the config file; change it there")
             self._uninstall(name)
             self._save_api_rules()
+            self.dispatcher.set_route(self._route(), self.clock())
 
     def test_condition(self, condition: str, at_ns: int) -> list[Sample]:
         """What a condition gives now over the windows kept so far (a dry run; nothing fires).
