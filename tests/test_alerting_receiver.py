@@ -170,3 +170,24 @@ def test_channel_test_send_and_config_errors(start_receiver, hook, tmp_path):
         )
         with pytest.raises(ConfigError, match=message):
             Receiver(config).start()
+
+
+def test_notifications_a_down_channel_missed_are_delivered_after_a_restart(start_receiver, hook, tmp_path):
+    from tests.external import Reply
+
+    data = tmp_path / "d"
+    hook.script("/ops", *[Reply(503, body="maintenance")] * 3)  # the webhook is down for a while
+    receiver = start_receiver(data_dir=data, processors=["selfmon", _alerting(hook), "store"])
+    _send(receiver, "enhancer", 2.0)
+    hook.wait_for(1, "/ops")  # the first attempt was refused with 503
+    pending = api(receiver, "/api/v1/notifications").json()["deliveries"]
+    assert [(d["channel"], d["state"]) for d in pending] == [("ops", "pending")]
+    receiver.stop(grace_s=1)  # the receiver goes down with the notification undelivered
+
+    again = start_receiver(data_dir=data, processors=["selfmon", _alerting(hook), "store"])
+    delivered = hook.wait_for(4, "/ops", timeout=30)  # 3 refusals, then the delivery
+    assert len({r.headers.get("Idempotency-Key") for r in delivered}) == 1  # one notification, retried
+    assert delivered[-1].body["alerts"][0]["labels"]["service"] == "enhancer"
+    states = [d["state"] for d in api(again, "/api/v1/notifications").json()["deliveries"]]
+    assert states == ["delivered"]
+    assert len(hook.received("/ops")) == 4  # the restart re-sent nothing that was already delivered
