@@ -672,7 +672,7 @@ def _same(stream: list, expected: dict) -> None:
             assert sample.value == pytest.approx(value, rel=1e-7, abs=1e-9)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), conditions=st.lists(_conditions_r, min_size=1, max_size=6))
 def test_streaming_evaluation_equals_a_brute_force_recomputation(seed, conditions):
     series, points = history(seed)
