@@ -191,3 +191,28 @@ def test_notifications_a_down_channel_missed_are_delivered_after_a_restart(start
     states = [d["state"] for d in api(again, "/api/v1/notifications").json()["deliveries"]]
     assert states == ["delivered"]
     assert len(hook.received("/ops")) == 4  # the restart re-sent nothing that was already delivered
+
+
+def test_the_documented_configuration_is_accepted_as_written(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from otel_audio.processors.alerting.processor import Alerting
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "alerting.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", doc, flags=re.DOTALL).group(1)
+    (entry,) = [p for p in yaml.safe_load(block)["processors"] if isinstance(p, dict) and "alerting" in p]
+    for name in ("SLACK_WEBHOOK_URL", "PD_ROUTING_KEY", "SMTP_PASSWORD"):
+        monkeypatch.setenv(name, "https://hooks.example.com/x" if name == "SLACK_WEBHOOK_URL" else "secret")
+    alerting = Alerting(entry["alerting"], tmp_path)
+    try:
+        assert [r.name for r in alerting.rules()] == [
+            "SlowEnhancement",
+            "QualityAnomaly",
+            "MemoryRunsOutWithinAnHour",
+        ]
+        assert sorted(alerting.channels) == ["ops-mail", "pager", "slack"]
+    finally:
+        alerting.close()
