@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/forecast.py
 	$(PY) benchmarks/forecast_tick.py
 	$(PY) benchmarks/derived.py
+	$(PY) benchmarks/alert_eval.py
+	$(PY) benchmarks/alert_latency.py --background 200
 
 clean:
 	rm -rf $(VENV) build *.egg-info
