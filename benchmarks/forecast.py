@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from otel_audio.processors.forecast import forecast
+from otel_audio.processors.forecast_model import forecast
 
 H = 3600 * 10**9
 WEEK = 168

@@ -40,7 +40,8 @@ from otel_audio.processors.base import (
     canonical_json,
     series_id,
 )
-from otel_audio.processors.forecast import ForecastProcessor, SeriesSpec, forecast
+from otel_audio.processors.forecast_model import forecast
+from otel_audio.processors.forecast_processor import ForecastProcessor, SeriesSpec
 
 H = 3600 * 10**9
 T0 = 1_800_000_000 * 10**9

@@ -3,7 +3,7 @@
 Input: a CSV with a ``timestamp,value`` header; timestamps are ISO-8601 (``2026-01-05T10:00:00Z``;
 no zone means UTC) or Unix seconds. Output: a CSV ``timestamp,forecast,lower,upper`` (ISO-8601
 UTC) over the horizon. With ``--limit`` it prints when the mean and the interval bound cross it.
-The fit is :func:`otel_audio.processors.forecast.forecast`, inline: the function the receiver's
+The fit is :func:`otel_audio.processors.forecast_model.forecast`, inline: the function the receiver's
 forecast workers run, so a series exported from the receiver forecasts the same here.
 
 Example::
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from otel_audio.processors.forecast import forecast, parse_duration_ns, time_to_limit
+from otel_audio.processors.forecast_model import forecast, parse_duration_ns, time_to_limit
 from otel_audio.processors.units import timestamp_ns
 
 
