@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
             "otel_audio.processors.rulegen_cli:rules_main",
             "rules suggest: propose alerting rules from a metric's history; see docs/rulegen.md",
         ),
+        (
+            "report",
+            "otel_audio.processors.slo.report_cli:report_main",
+            "report sla: the SLA report of a calendar month (JSON, CSV or printable HTML) from a "
+            "receiver's API; see docs/sla-reports.md",
+        ),
     ):
         sub = commands.add_parser(name, help=text, add_help=False, prefix_chars="\0")
         sub.add_argument("args", nargs=argparse.REMAINDER)
