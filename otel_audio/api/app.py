@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from otel_audio.api import alerts, query, traces
+from otel_audio.api import alerts, query, reports, traces
 from otel_audio.api.params import ParamError
 from otel_audio.store.query import QueryError
 from otel_audio.version import __version__
@@ -61,4 +61,5 @@ def build_api_app(receiver: Any) -> FastAPI:
     app.include_router(query.router)
     app.include_router(traces.router)
     app.include_router(alerts.router)
+    app.include_router(reports.router)
     return app
