@@ -42,6 +42,11 @@ resets, histogram increments), merged per group with :func:`~otel_audio.store.ro
 Results that do not exist (``increase`` of a gauge, a percentile of an empty histogram or of
 explicit histograms whose bounds differ) are not emitted.
 
+**Modules.** This module keeps the windows (ingest, panes, watermark, closing). The options are
+validated into :class:`Rule` by :mod:`otel_audio.processors.aggregation_options`; a closed
+window's aggregates, and the series and points they are emitted as, are computed by
+:mod:`otel_audio.processors.aggregation_results`.
+
 Example::
 
     agg = from_options({"rules": [{"metric": "audio.latency", "window": "1m", "by": ["service"],
@@ -55,7 +60,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,52 +68,34 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from otel_audio.processors.aggregation_options import (
+    AGGS,
+    PERCENTILE,
+    WINDOW_ATTRIBUTE,
+    Rule,
+    parse_duration,
+    parse_rules,
+)
+from otel_audio.processors.aggregation_results import (
+    HISTOGRAM_TYPES,
+    concat_batches,
+    group_results,
+    points_table,
+    series_row,
+    sorted_quantiles,
+)
 from otel_audio.processors.base import (
     EXEMPLARS_SCHEMA,
     POINTS_SCHEMA,
     SERIES_SCHEMA,
     Batch,
     MetricBatch,
-    MetricType,
-    Temporality,
-    canonical_json,
-    series_id,
 )
-from otel_audio.processors.units import duration_ns
-from otel_audio.store import histograms as hist
 from otel_audio.store.rollup import Carry, merge_rollups, rollup
 
-WINDOW_ATTRIBUTE = "aggregation.window"
-AGGS = ("avg", "min", "max", "count", "sum", "last", "rate", "increase")
-_PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
-_SCOPE_NAME = "otel_audio.processors.aggregation"
-_SCOPE = canonical_json({"attributes": {}, "name": _SCOPE_NAME})
-_RULE_KEYS = ("metric", "window", "slide", "by", "aggs", "allowed_lateness")
-_HISTOGRAMS = (MetricType.HISTOGRAM.value, MetricType.EXPONENTIAL_HISTOGRAM.value)
+__all__ = ["AGGS", "WINDOW_ATTRIBUTE", "Aggregation", "Rule", "from_options", "parse_duration"]
+
 _FEW_GROUPS = 64  # up to this many groups, percentiles are taken group by group (no sort of the window)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One aggregation: windows over the series of ``metric``.
-
-    Args:
-        metric: the metric whose series are aggregated.
-        window_ns: window width.
-        slide_ns: distance between window starts; equal to ``window_ns`` (tumbling) or a divisor.
-        by: attributes kept (point, then resource attribute; ``service`` also the service name).
-        aggs: aggregations, from :data:`AGGS` and percentiles ``pNN``.
-        lateness_ns: how far behind the newest event time points are still accepted.
-        window_label: the window as written in the options, the value of ``aggregation.window``.
-    """
-
-    metric: str
-    window_ns: int
-    slide_ns: int
-    by: tuple[str, ...] = ()
-    aggs: tuple[str, ...] = ("avg",)
-    lateness_ns: int = 0
-    window_label: str = ""
 
 
 @dataclass
@@ -251,7 +237,7 @@ class Aggregation:
         batches = [self._window(rule, state, end - rule.window_ns, end) for end in ends]
         state.closed_through = ends[-1]
         _prune(rule, state)
-        batch = _concat(batches)
+        batch = concat_batches(batches)
         if self._emit is not None and batch.points.num_rows:
             self._emit(batch)
 
@@ -259,13 +245,13 @@ class Aggregation:
         """The results of one window, every group."""
         panes = [p for p in range(start, end, rule.slide_ns) if p in state.panes]
         if not panes:
-            return _concat([])
+            return concat_batches([])
         for pane in panes:
             if pane not in state.pane_rows:
                 _roll_pane(rule, state, pane)
         rows = pa.concat_tables([state.pane_rows[p] for p in panes])
         if rows.num_rows == 0:
-            return _concat([])
+            return concat_batches([])
         rows = merge_rollups(rows, rule.window_ns, start)
         row_keys = state.key_by_sorted[np.searchsorted(state.sorted_ids, rows.column("series_id").to_numpy())]
         present = np.unique(row_keys)
@@ -278,25 +264,25 @@ class Aggregation:
             start,
         )
         kind = state.series[next(iter(state.series))]["type"]
-        percentiles = kind not in _HISTOGRAMS and any(_PERCENTILE.fullmatch(a) for a in rule.aggs)
+        percentiles = kind not in HISTOGRAM_TYPES and any(PERCENTILE.fullmatch(a) for a in rule.aggs)
         many = percentiles and groups.size > _FEW_GROUPS
         quantiles = _quantiles_by_key(state, panes, rule.aggs) if many else {}
         sids, results, out_series = [], [], {}
         for row in grouped.to_pylist():
             key_id = int(groups[row["series_id"]])
             values = _window_values(state, panes, key_id) if percentiles and not many else None
-            found = _results(rule, kind, row, values, end - start, quantiles.get(key_id))
+            found = group_results(rule, kind, row, values, end - start, quantiles.get(key_id))
             for agg, value in found.items():
                 if value is None or not math.isfinite(value):
                     continue
                 srow = state.out_rows.get((agg, key_id))
                 if srow is None:
-                    srow = state.out_rows[(agg, key_id)] = _series_row(rule, agg, state.keys[key_id])
+                    srow = state.out_rows[(agg, key_id)] = series_row(rule, agg, state.keys[key_id])
                 out_series.setdefault(srow["series_id"], srow)
                 sids.append(srow["series_id"])
                 results.append(float(value))
         return MetricBatch(
-            points=_points_table(sids, [end] * len(sids), [start] * len(sids), results),
+            points=points_table(sids, [end] * len(sids), [start] * len(sids), results),
             series=pa.Table.from_pylist(list(out_series.values()), schema=SERIES_SCHEMA),
             exemplars=EXEMPLARS_SCHEMA.empty_table(),
         )
@@ -330,7 +316,7 @@ def _register(rule: Rule, state: _State, series: pa.Table) -> None:
     rows = list(state.series.values())
     state.sorted_ids = ids[order]
     state.key_by_sorted = np.array([state.key_index[_group_key(rows[i], rule.by)] for i in order], np.int64)
-    state.plain_by_sorted = np.array([rows[i]["type"] not in _HISTOGRAMS for i in order], bool)
+    state.plain_by_sorted = np.array([rows[i]["type"] not in HISTOGRAM_TYPES for i in order], bool)
     state.known = pa.array(ids, pa.uint64())
     state.series_table = pa.Table.from_pylist(rows, schema=SERIES_SCHEMA)
 
@@ -400,43 +386,6 @@ def _window_values(state: _State, panes: list[int], key_id: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-# -- results ---------------------------------------------------------------------------------------
-
-
-def _results(
-    rule: Rule,
-    kind: str,
-    row: dict[str, Any],
-    values: np.ndarray | None,
-    width_ns: int,
-    quantiles: dict[str, float] | None = None,
-):
-    """Every aggregation of one group's merged rollup row (``quantiles``: the group's percentiles
-    of its point values, when computed for every group at once)."""
-    is_hist = kind in _HISTOGRAMS
-    if is_hist:
-        count, total = row["increase"], row["sum_increase"]
-        low, high = row["hist_min"], row["hist_max"]
-    else:
-        count, total, low, high = row["count"], row["sum"], row["min"], row["max"]
-    out: dict[str, float | None] = {}
-    for agg in rule.aggs:
-        match = _PERCENTILE.fullmatch(agg)
-        if match:
-            q = float(match.group(1)) / 100
-            if is_hist:
-                out[agg] = _histogram_quantile(row, q)
-            else:
-                out[agg] = quantiles.get(agg) if quantiles is not None else _values_quantile(values, q)
-        elif agg == "avg":
-            out[agg] = total / count if count else None
-        elif agg in ("count", "sum", "min", "max", "last", "increase"):
-            out[agg] = {"count": count, "sum": total, "min": low, "max": high}.get(agg, row.get(agg))
-        elif agg == "rate":
-            out[agg] = None if row["increase"] is None else row["increase"] / (width_ns / 1e9)
-    return out
-
-
 def _quantiles_by_key(state: _State, panes: list[int], aggs: Sequence[str]) -> dict[int, dict[str, float]]:
     """Every group's percentiles of its point values in the panes, all groups in one sort."""
     points = pa.concat_tables([t for pane in panes for t in state.panes[pane]])
@@ -448,56 +397,13 @@ def _quantiles_by_key(state: _State, panes: list[int], aggs: Sequence[str]) -> d
     counts = np.diff(np.r_[starts, keys.size])
     columns = {}
     for agg in aggs:
-        match = _PERCENTILE.fullmatch(agg)
+        match = PERCENTILE.fullmatch(agg)
         if match:
-            columns[agg] = _sorted_quantiles(values, starts, counts, float(match.group(1)) / 100).tolist()
+            columns[agg] = sorted_quantiles(values, starts, counts, float(match.group(1)) / 100).tolist()
     return {
         key: {agg: column[i] for agg, column in columns.items()}
         for i, key in enumerate(keys[starts].tolist())
     }
-
-
-def _sorted_quantiles(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
-    """``numpy.quantile(group, q)`` of each sorted run ``values[start:start + count]``, bit for bit.
-
-    numpy's linear method: index ``(n - 1) q``, the two order statistics around it, and its
-    ``_lerp`` (from the upper one when the weight is at least 0.5).
-    """
-    virtual = (counts - 1) * q
-    below = np.floor(virtual)
-    above = below + 1
-    last = virtual >= counts - 1
-    below[last] = above[last] = -1
-    gamma = virtual - below
-    low = values[starts + np.where(below < 0, counts - 1, below).astype(np.intp)]
-    high = values[starts + np.where(above < 0, counts - 1, above).astype(np.intp)]
-    diff = high - low
-    out = low + diff * gamma
-    upper = gamma >= 0.5
-    out[upper] = (high - diff * (1 - gamma))[upper]
-    return out
-
-
-def _values_quantile(values: np.ndarray | None, q: float) -> float | None:
-    if values is None or values.size == 0:
-        return None
-    return float(np.quantile(values, q))
-
-
-def _histogram_quantile(row: dict[str, Any], q: float) -> float | None:
-    if row["exp_scale"] is not None:
-        h = hist.ExponentialHistogram(
-            scale=row["exp_scale"],
-            zero_count=row["exp_zero_count"] or 0,
-            positive_offset=row["exp_positive_offset"] or 0,
-            positive_counts=np.asarray(row["exp_positive_counts"] or [], np.int64),
-            negative_offset=row["exp_negative_offset"] or 0,
-            negative_counts=np.asarray(row["exp_negative_counts"] or [], np.int64),
-        )
-        return hist.quantile_exponential(h, q) if h.count else None
-    if row["bounds"] is None or row["bucket_counts"] is None or row["mixed_bounds"]:
-        return None
-    return float(hist.quantile_explicit(row["bounds"], np.asarray(row["bucket_counts"]), q))
 
 
 def _group_key(row: dict[str, Any], by: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -513,30 +419,6 @@ def _group_key(row: dict[str, Any], by: Sequence[str]) -> tuple[tuple[str, str],
             value = ""
         out.append((key, value if isinstance(value, str) else json.dumps(value, sort_keys=True)))
     return tuple(out)
-
-
-def _series_row(rule: Rule, agg: str, key: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    labels = dict(key)
-    service = labels.get("service") or labels.get("service.name") or ""
-    resource = canonical_json({"service.name": service} if service else {})
-    attributes = canonical_json(
-        {**{k: v for k, v in labels.items() if v != ""}, WINDOW_ATTRIBUTE: rule.window_label}
-    )
-    metric = f"{rule.metric}.{agg}"
-    return {
-        "series_id": series_id(metric, resource, _SCOPE, attributes),
-        "metric": metric,
-        "type": MetricType.GAUGE.value,
-        "unit": "",
-        "description": f"{agg} of {rule.metric} per {rule.window_label} window.",
-        "temporality": Temporality.UNSPECIFIED.value,
-        "monotonic": False,
-        "service": service,
-        "resource": resource,
-        "scope": _SCOPE_NAME,
-        "scope_version": "",
-        "attributes": attributes,
-    }
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -557,48 +439,7 @@ def _newest_per_series(points: pa.Table, rows: np.ndarray) -> np.ndarray:
     return rows[order[last]]
 
 
-def _points_table(sids: list[int], times: list[int], starts: list[int], values: list[float]) -> pa.Table:
-    """POINTS_SCHEMA rows of gauge points (flags 0, the other fields null)."""
-    n = len(sids)
-    columns = {
-        "series_id": pa.array(sids, pa.uint64()),
-        "time_unix_nano": pa.array(times, pa.int64()),
-        "start_time_unix_nano": pa.array(starts, pa.int64()),
-        "value": pa.array(values, pa.float64()),
-        "flags": pa.array(np.zeros(n, np.uint32)),
-    }
-    return pa.table(
-        [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in POINTS_SCHEMA],
-        schema=POINTS_SCHEMA,
-    )
-
-
-def _concat(batches: Sequence[MetricBatch]) -> MetricBatch:
-    if not batches:
-        return MetricBatch(
-            POINTS_SCHEMA.empty_table(), SERIES_SCHEMA.empty_table(), EXEMPLARS_SCHEMA.empty_table()
-        )
-    series = pa.concat_tables([b.series for b in batches])
-    if series.num_rows:
-        _, first = np.unique(series.column("series_id").to_numpy(), return_index=True)
-        series = series.take(np.sort(first))
-    return MetricBatch(
-        points=pa.concat_tables([b.points for b in batches]),
-        series=series,
-        exemplars=EXEMPLARS_SCHEMA.empty_table(),
-    )
-
-
 # -- options ---------------------------------------------------------------------------------------
-
-
-def parse_duration(value: Any, option: str) -> int:
-    """Nanoseconds of a duration like ``"30s"``, ``"1m"``, ``"500ms"``, ``"1h"``."""
-    try:
-        return duration_ns(value if isinstance(value, str) else "", option)
-    except ValueError:
-        _require(False, option, value, "a duration like '500ms', '30s', '1m', '1h', '1d'")
-        raise
 
 
 def from_options(options: dict[str, Any] | None) -> Aggregation:
@@ -606,51 +447,10 @@ def from_options(options: dict[str, Any] | None) -> Aggregation:
 
     Keys: ``rules``, a non-empty list of maps with ``metric`` (required), ``window`` (default
     ``1m``), ``slide`` (default the window), ``by`` (default none), ``aggs`` (default ``[avg]``),
-    ``allowed_lateness`` (default ``0s``).
+    ``allowed_lateness`` (default ``0s``); parsed by
+    :func:`otel_audio.processors.aggregation_options.parse_rules`.
 
     Raises:
         ValueError: naming the option that is wrong and what it accepts.
     """
-    options = dict(options or {})
-    unknown = sorted(set(options) - {"rules"})
-    _require(not unknown, unknown[0] if unknown else "", options, "only the key rules")
-    rules = options.get("rules")
-    _require(isinstance(rules, list) and len(rules) > 0, "rules", rules, "a non-empty list of rule maps")
-    return Aggregation([_rule(item, f"rules[{i}]") for i, item in enumerate(rules)])
-
-
-def _rule(item: Any, where: str) -> Rule:
-    _require(isinstance(item, dict), where, item, f"a map with the keys {', '.join(_RULE_KEYS)}")
-    extra = sorted(set(item) - set(_RULE_KEYS))
-    _require(
-        not extra, f"{where}.{extra[0] if extra else ''}", item, f"only the keys {', '.join(_RULE_KEYS)}"
-    )
-    metric = item.get("metric")
-    _require(isinstance(metric, str) and metric.strip() != "", f"{where}.metric", metric, "a metric name")
-    window_label = item.get("window", "1m")
-    window = parse_duration(window_label, f"{where}.window")
-    _require(window > 0, f"{where}.window", window_label, "a positive duration")
-    slide = parse_duration(item.get("slide", window_label), f"{where}.slide")
-    _require(
-        0 < slide <= window and window % slide == 0,
-        f"{where}.slide",
-        item.get("slide"),
-        f"a positive duration dividing the window ({window_label})",
-    )
-    lateness = parse_duration(item.get("allowed_lateness", "0s"), f"{where}.allowed_lateness")
-    by = item.get("by", [])
-    ok = isinstance(by, list) and all(isinstance(b, str) and b for b in by) and len(set(by)) == len(by)
-    _require(ok, f"{where}.by", by, "a list of distinct attribute names")
-    _require(WINDOW_ATTRIBUTE not in by, f"{where}.by", by, f"names other than {WINDOW_ATTRIBUTE}")
-    aggs = item.get("aggs", ["avg"])
-    _require(isinstance(aggs, list) and len(aggs) > 0, f"{where}.aggs", aggs, "a non-empty list")
-    for i, agg in enumerate(aggs):
-        match = _PERCENTILE.fullmatch(agg) if isinstance(agg, str) else None
-        ok = agg in AGGS or (match is not None and 0 < float(match.group(1)) < 100)
-        _require(ok, f"{where}.aggs[{i}]", agg, f"one of {', '.join(AGGS)} or a percentile p1..p99.9")
-    return Rule(metric, window, slide, tuple(by), tuple(dict.fromkeys(aggs)), lateness, window_label)
-
-
-def _require(ok: bool, option: str, value: object, accepted: str) -> None:
-    if not ok:
-        raise ValueError(f"aggregation option {option}: expected {accepted}, got {value!r}")
+    return Aggregation(parse_rules(options))
