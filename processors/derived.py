@@ -4,35 +4,10 @@
 spans audio pipelines send (the SDK plugin's, or any sender following ``docs/semantic-
 conventions.md``) and, for every tumbling window (``window``, default ``1m``), emits gauges at
 the window's end (start time: its start) with ``aggregation.window`` set:
-
-================================== ========================= =========================================
-series                             labels                    definition
-================================== ========================= =========================================
-``audio.derived.throughput``       service, pipeline         files finished per minute: increase of
-                                                             ``audio.pipeline.files`` x 60 / window
-``audio.derived.error_ratio``      service, pipeline         failed / finished files (``error.type``
-                                                             set) in the window
-``audio.derived.error_ratio.trend`` service, pipeline        least-squares slope of the error ratio
-                                                             over the last ``trend_windows`` windows,
-                                                             per hour
-``audio.derived.realtime_factor``  service, pipeline, stage  processing seconds / audio seconds:
-                                                             increase of ``audio.stage.duration``'s
-                                                             sum over increase of
-                                                             ``audio.processed.duration``
-``audio.derived.quality_index``    service, pipeline         mean composite quality index of the
-                                                             files whose spans carry PESQ, STOI and
-                                                             SNR (the seed's formula,
-                                                             :func:`otel_audio.semconv.quality_index`)
-``audio.derived.cpu_seconds``      service                   increase of ``process.cpu.time`` (every
-                                                             state / ``cpu.mode``)
-``audio.derived.gpu_seconds``      service                   mean of ``hw.gpu.utilization`` (0..1) x
-                                                             window, summed over GPUs
-``audio.derived.memory_gb_hours``  service                   mean of ``process.memory.usage`` / 2^30
-                                                             x window in hours, summed over processes
-``audio.derived.cost``             service                   cpu_seconds x cpu_second + gpu_seconds x
-                                                             gpu_second + memory_gb_hours x gb_hour
-``audio.derived.cost_per_audio_hour`` service                cost / hours of audio processed
-================================== ========================= =========================================
+throughput, error ratio and its trend, real-time factor, quality index, CPU and GPU seconds,
+memory GB-hours, cost and cost per audio hour, each as ``audio.derived.<name>``. Their labels,
+units and exact definitions are tabled in ``docs/derived.md`` (Output); ``_DESCRIPTIONS`` below
+gives each one's unit and description.
 
 **Why ratios of sums.** A window's real-time factor is total processing time over total audio,
 not the mean of per-call factors (a 1 s clip at RTF 2 and a 1 h file at RTF 0.1 together ran at
@@ -59,6 +34,9 @@ the next window, with the reset rule of :func:`otel_audio.store.rollup.rollup`).
 is the newest event time seen minus ``allowed_lateness``; ``tick(now)`` raises it to
 ``now - allowed_lateness``. A window is emitted once the watermark passes its end; points and
 spans for an emitted window are counted in ``late_points``.
+
+The options are validated by :mod:`otel_audio.processors.derived_options`, which also holds the
+price table (:class:`Prices`) and the default input metrics (:data:`SOURCES`).
 
 Example::
 
@@ -91,8 +69,8 @@ from otel_audio.processors.base import (
     Temporality,
     series_row,
 )
+from otel_audio.processors.derived_options import SOURCES, Prices, is_number, parse_options
 from otel_audio.processors.spanmetrics import adjusted_count
-from otel_audio.processors.units import duration_ns
 from otel_audio.semconv import (
     AUDIO_PIPELINE,
     AUDIO_STAGE,
@@ -105,34 +83,14 @@ from otel_audio.semconv import (
 from otel_audio.store.rollup import Carry, rollup
 from otel_audio.version import __version__
 
+__all__ = ["GIB", "PREFIX", "SOURCES", "WINDOW_ATTRIBUTE", "DerivedMetrics", "Prices", "from_options"]
+
 WINDOW_ATTRIBUTE = "aggregation.window"
 PREFIX = "audio.derived"
 GIB = 2**30
-SOURCES: dict[str, str] = {
-    "files": "audio.pipeline.files",
-    "stage_seconds": "audio.stage.duration",
-    "audio_seconds": "audio.processed.duration",
-    "cpu_seconds": "process.cpu.time",
-    "gpu_utilization": "hw.gpu.utilization",
-    "memory_bytes": "process.memory.usage",
-}
-"""Role -> the metric read for it; the ``sources`` option renames any of them."""
-
 _SCOPE = "otel_audio.processors.derived"
-_OPTIONS = ("window", "allowed_lateness", "trend_windows", "prices", "sources", "audio_stage")
-_PRICE_KEYS = ("cpu_second", "gpu_second", "gb_hour", "currency")
 _QUALITY_KEYS = (QUALITY_PESQ, QUALITY_STOI, QUALITY_SNR)
 _RESOURCE_SERIES = (("cpu", "cpu_seconds"), ("gpu", "gpu_seconds"), ("gb_hours", "memory_gb_hours"))
-
-
-@dataclass(frozen=True)
-class Prices:
-    """What one unit of each resource costs, in ``currency``."""
-
-    cpu_second: float = 0.0
-    gpu_second: float = 0.0
-    gb_hour: float = 0.0
-    currency: str = "USD"
 
 
 @dataclass
@@ -302,7 +260,7 @@ class DerivedMetrics:
         for i in range(spans.num_rows):
             attrs = _loads(cols["attributes"][i])
             scores = [attrs.get(key) for key in _QUALITY_KEYS]
-            if not all(_is_number(s) for s in scores):
+            if not all(is_number(s) for s in scores):
                 continue
             weight, _ = adjusted_count(cols["trace_state"][i], cols["trace_id"][i], attrs)
             end = cols["end_time_unix_nano"][i] or 0
@@ -525,10 +483,6 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 # -- options ---------------------------------------------------------------------------------------
 
 
@@ -543,68 +497,4 @@ def from_options(options: dict[str, Any] | None) -> DerivedMetrics:
     Raises:
         ValueError: naming the option that is wrong and what it accepts.
     """
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(_OPTIONS))
-    _require(not unknown, unknown[0] if unknown else "", options, f"only the keys {', '.join(_OPTIONS)}")
-    label = options.get("window", "1m")
-    window = _duration(label, "window")
-    _require(window > 0, "window", label, "a positive duration")
-    lateness = _duration(options.get("allowed_lateness", "0s"), "allowed_lateness")
-    trend = options.get("trend_windows", 30)
-    ok = isinstance(trend, int) and not isinstance(trend, bool) and trend >= 3
-    _require(ok, "trend_windows", trend, "an integer of at least 3")
-    audio_stage = options.get("audio_stage")
-    _require(audio_stage is None or (isinstance(audio_stage, str) and audio_stage), "audio_stage",
-             audio_stage, "a stage name")  # fmt: skip
-    return DerivedMetrics(
-        window_ns=window,
-        lateness_ns=lateness,
-        prices=_prices(options.get("prices", {})),
-        sources=_sources(options.get("sources", {})),
-        trend_windows=trend,
-        audio_stage=audio_stage,
-        window_label=label,
-    )
-
-
-def _prices(value: Any) -> Prices:
-    _require(isinstance(value, dict), "prices", value, f"a map with the keys {', '.join(_PRICE_KEYS)}")
-    extra = sorted(set(value) - set(_PRICE_KEYS))
-    _require(
-        not extra, f"prices.{extra[0] if extra else ''}", value, f"only the keys {', '.join(_PRICE_KEYS)}"
-    )
-    numbers = {}
-    for key in _PRICE_KEYS[:3]:
-        price = value.get(key, 0.0)
-        ok = _is_number(price) and price >= 0
-        _require(ok, f"prices.{key}", price, "a price per unit, a number >= 0")
-        numbers[key] = float(price)
-    currency = value.get("currency", "USD")
-    _require(
-        isinstance(currency, str) and currency.isidentifier(), "prices.currency", currency, "a name like USD"
-    )
-    return Prices(currency=currency, **numbers)
-
-
-def _sources(value: Any) -> dict[str, str]:
-    _require(isinstance(value, dict), "sources", value, f"a map of {', '.join(SOURCES)} to metric names")
-    for role, metric in value.items():
-        _require(role in SOURCES, f"sources.{role}", role, f"one of {', '.join(SOURCES)}")
-        _require(isinstance(metric, str) and metric.strip() != "", f"sources.{role}", metric, "a metric name")
-    merged = {**SOURCES, **value}
-    repeated = sorted({m for m in merged.values() if list(merged.values()).count(m) > 1})
-    _require(not repeated, "sources", value, "a different metric for every role")
-    return value
-
-
-def _duration(value: Any, option: str) -> int:
-    try:
-        return duration_ns(value if isinstance(value, str) else "", option)
-    except ValueError:
-        _require(False, option, value, "a duration like '30s', '1m', '1h'")
-        raise
-
-
-def _require(ok: bool, option: str, value: object, accepted: str) -> None:
-    if not ok:
-        raise ValueError(f"derived option {option}: expected {accepted}, got {value!r}")
+    return DerivedMetrics(**parse_options(options))
