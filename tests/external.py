@@ -8,6 +8,9 @@ by ``.ci/run``, which installs them), where a missing one fails the test.
 (method, path, headers, JSON body) and answers from a script: per path, a list of responses used
 in turn, then 200. A path can also be held (``hold(path)``) so requests to it block until
 ``release(path)``: a slow receiver whose slowness is an event, not a sleep.
+
+``Prometheus``: Debian's ``prometheus`` on a loopback port with its own data dir and config, fed by
+``promtool tsdb create-blocks-from openmetrics`` and asked instant queries at given times.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import threading
+import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -150,3 +157,90 @@ class RecordingServer:
         with self._changed:
             queue = self._script.get(path)
             return queue.pop(0) if queue else Reply()
+
+
+class Prometheus:
+    """A real Prometheus server of its own: loopback port, data dir and config, never a system service.
+
+    Everything lives under ``workdir``: ``data/`` (the TSDB), ``prometheus.yml`` and
+    ``prometheus.log``. ``backfill(openmetrics_text)`` turns samples into TSDB blocks with
+    ``promtool tsdb create-blocks-from openmetrics`` (timestamps in seconds, ending in ``# EOF``)
+    before ``start()``; ``query(expr, at)`` is an instant query at a time. Retention is set far beyond
+    any test's history, so backfilled blocks are never deleted.
+    """
+
+    def __init__(self, workdir: str | os.PathLike[str], rule_files: tuple[str, ...] = ()) -> None:
+        self.binary = require_external("prometheus", "apt-get install prometheus")
+        self.promtool = require_external("promtool", "apt-get install prometheus")
+        self.workdir = os.fspath(workdir)
+        self.data_dir = os.path.join(self.workdir, "data")
+        self.rule_files = rule_files
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = os.path.join(self.workdir, "prometheus.log")
+        os.makedirs(self.data_dir, exist_ok=True)
+
+    def backfill(self, openmetrics: str) -> None:
+        """Write ``openmetrics`` (OpenMetrics text) as TSDB blocks into the data dir."""
+        source = os.path.join(self.workdir, "backfill.om")
+        with open(source, "w") as out:
+            out.write(openmetrics)
+        command = [self.promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", source, self.data_dir]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"promtool create-blocks-from failed: {done.stderr or done.stdout}"
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self, timeout: float = 30.0) -> Prometheus:
+        config = os.path.join(self.workdir, "prometheus.yml")
+        with open(config, "w") as out:
+            out.write("global:\n  evaluation_interval: 30s\n")
+            if self.rule_files:
+                out.write("rule_files:\n" + "".join(f"  - {json.dumps(p)}\n" for p in self.rule_files))
+        command = [
+            self.binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.data_dir}",
+            "--storage.tsdb.retention.time=3650d",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-remote-write-receiver",
+        ]
+        with open(self._log, "wb") as log:  # the child keeps its own descriptor
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._process.poll() is None:
+            try:
+                with urllib.request.urlopen(self.url("/-/ready"), timeout=1) as reply:
+                    if reply.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        with open(self._log, errors="replace") as log_text:
+            tail = log_text.read()[-2000:]
+        raise AssertionError(f"prometheus did not become ready within {timeout} s:\n{tail}")
+
+    def query(self, expr: str, at: float) -> list[dict[str, Any]]:
+        """The result vector of the instant query ``expr`` at ``at`` (Unix seconds)."""
+        params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+        with urllib.request.urlopen(self.url(f"/api/v1/query?{params}"), timeout=60) as reply:
+            body = json.load(reply)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def value(self, expr: str, at: float) -> float:
+        """The single value of ``expr`` at ``at``; fails unless the result has exactly one sample."""
+        result = self.query(expr, at)
+        assert len(result) == 1, f"{expr} at {at}: expected one sample, got {result}"
+        return float(result[0]["value"][1])
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
+        self._process = None
