@@ -68,4 +68,5 @@ def slo_input(engine: Any, spec: Any, start_ns: int, end_ns: int) -> SLOInput:
         service=spec.service or getattr(sli, "span_service", "") or "",
         window=getattr(spec, "window_label", ""),
         description=getattr(spec, "description", ""),
+        timeslice_ns=int(getattr(spec, "timeslice_ns", 0) or 0),
     )

@@ -16,7 +16,8 @@ Per SLO the report gives (``docs/sla-reports.md`` has the exact definitions):
   ``no data`` when the month holds no events.
 - ``budget_consumed_pct``: bad events over the month's error budget, (1 - objective) * sum(total).
 - ``worst_days``: up to 3 days with bad events, lowest daily SLI first.
-- ``downtime_minutes``: 1-minute steps holding events whose ratio good/total is below the objective.
+- ``downtime_minutes``: 1-minute steps holding events whose ratio good/total is below the objective;
+  for a timeslice SLO, its bad slices times the slice length.
 - ``incidents``: incidents labelled ``slo=<name>`` or of the SLO's service, overlapping the month,
   each with its duration clipped to the month (ongoing ones end at the month's end, or at ``now``).
 - ``burn_down``: the budget remaining (% of the month's budget) at the end of each day.
@@ -79,6 +80,8 @@ class SLOInput:
         service: the service the SLO is about; incidents of this service belong to the SLO.
         window: the spec's window as text, e.g. ``30d`` or ``calendar month`` (shown, not used).
         step_ns: the spacing of ``t``; downtime is counted in steps of this length.
+        timeslice_ns: for ``timeslices`` budgeting, the slice length: downtime is then the bad
+            slices times this length (a bad 5-minute slice is 5 minutes down). 0: count steps.
     """
 
     name: str
@@ -91,6 +94,7 @@ class SLOInput:
     window: str = ""
     description: str = ""
     step_ns: int = MINUTE_NS
+    timeslice_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -327,7 +331,10 @@ def _slo_report(slo: SLOInput, start: int, end: int, until: int, incidents: list
         for d in range(n_days)
     )
     worst = sorted((d for d in days if d.bad > 0), key=lambda d: (d.sli_pct, -d.bad, d.date))[:WORST_DAYS]
-    bad_steps = (total > 0) & (good < slo.objective * total * (1 - _EPS))
+    if slo.budgeting == "timeslices" and slo.timeslice_ns > 0:
+        downtime_ns = float((total - good).sum()) * slo.timeslice_ns
+    else:
+        downtime_ns = int(((total > 0) & (good < slo.objective * total * (1 - _EPS))).sum()) * slo.step_ns
     spent = np.cumsum(day_total - day_good)
     return SLOReport(
         name=slo.name,
@@ -340,7 +347,7 @@ def _slo_report(slo: SLOInput, start: int, end: int, until: int, incidents: list
         total=sum_total,
         compliance_pct=100.0 * sum_good / sum_total if sum_total > 0 else None,
         budget_consumed_pct=100.0 * (sum_total - sum_good) / budget if budget > 0 else None,
-        downtime_minutes=int(bad_steps.sum()) * slo.step_ns / MINUTE_NS,
+        downtime_minutes=downtime_ns / MINUTE_NS,
         days=days,
         worst_days=tuple(worst),
         burn_down=tuple(float(100.0 * (1 - s / budget)) if budget > 0 else None for s in spent),
@@ -409,7 +416,7 @@ svg { display: block; width: 100%; height: auto; } svg text { font-size: 10px; f
 }
 """
 _SVG = 'xmlns="http://www.w3.org/2000/svg"'
-_W, _LEFT, _RIGHT, _TOP, _BOTTOM = 640, 44, 8, 10, 20
+_W, _LEFT, _RIGHT, _TOP, _BOTTOM = 640, 52, 8, 10, 20
 
 
 def _html_page(report: SLAReport) -> str:
@@ -488,7 +495,7 @@ def _svg_burn_down(s: SLOReport) -> str:
     grid = "".join(
         f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>'
         f'<text x="{_LEFT - 4}" y="{y(v) + 3:.1f}" text-anchor="end">{v:g}%</text>'
-        for v in sorted({100.0, 50.0, 0.0, round(lo)})
+        for v in sorted({100.0, 50.0, 0.0} | ({round(lo)} if lo < -10 else set()))
     )
     if len(values) > 1:
         points = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v in enumerate(values))
@@ -506,7 +513,8 @@ def _svg_daily(s: SLOReport) -> str:
     """One bar per day, its height the day's SLI on a scale from just below the target to 100%."""
     height, n = 120, len(s.days)
     slis = [d.sli_pct for d in s.days if d.sli_pct is not None]
-    lo = max(0.0, min([s.target_pct - 2 * (100.0 - s.target_pct), *slis]))
+    lo = min([s.target_pct - 2 * (100.0 - s.target_pct), *slis])
+    lo = max(0.0, lo - 0.1 * (100.0 - lo))  # the worst day keeps a visible bar
     y, x = _scale(lo, 100.0, height), _xscale(n)
     width = (x(1) - x(0)) * 0.8
     bars = []
