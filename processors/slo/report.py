@@ -159,7 +159,7 @@ class SLOReport:
     downtime_minutes: float
     days: tuple[DayFigure, ...]
     worst_days: tuple[DayFigure, ...]
-    burn_down: tuple[float | None, ...]  # budget remaining (%) at the end of each day
+    burn_down: tuple[float | None, ...]  # budget remaining (%) at each day's end; None: no budget or future
     incidents: tuple[IncidentFigure, ...]
 
     @property
@@ -350,7 +350,10 @@ def _slo_report(slo: SLOInput, start: int, end: int, until: int, incidents: list
         downtime_minutes=downtime_ns / MINUTE_NS,
         days=days,
         worst_days=tuple(worst),
-        burn_down=tuple(float(100.0 * (1 - s / budget)) if budget > 0 else None for s in spent),
+        burn_down=tuple(
+            float(100.0 * (1 - spent[d] / budget)) if budget > 0 and start + d * DAY_NS < until else None
+            for d in range(n_days)
+        ),
         incidents=_incidents_of(slo, incidents, start, until),
     )
 
