@@ -75,7 +75,25 @@ def _alerting(options: dict[str, Any], context: ChainContext) -> Any:
     except ValueError as exc:
         raise ConfigError(f"processors.alerting: {exc}") from None
     context.shared["alerting"] = alerting
+    slo = context.shared.get("slo")  # burn-rate rules of the SLOs (the slo stage comes first)
+    if slo is not None:
+        try:
+            alerting.set_source_rules("slo", slo.alert_rules())
+        except ValueError as exc:
+            raise ConfigError(f"processors.alerting: {exc}") from None
     return alerting
+
+
+@register("slo")
+def _slo(options: dict[str, Any], context: ChainContext) -> Any:
+    from otel_audio.processors.slo.processor import SLOs
+
+    try:
+        slo = SLOs(options, context.shared["store"], context.data_dir, context.shared)
+    except ValueError as exc:
+        raise ConfigError(f"processors.slo: {exc}") from None
+    context.shared["slo"] = slo
+    return slo
 
 
 @register("selfmon")
@@ -154,6 +172,7 @@ class Receiver:
         self._ticker: threading.Thread | None = None
         self.grpc_port = self.http_port = self.api_port = 0
         self.alerting: Any = None
+        self.slo: Any = None
 
     def start(self) -> None:
         """Open storage, replay the WAL, then listen; returns once every port accepts."""
@@ -184,6 +203,7 @@ class Receiver:
         )
         self.state = StateDB(self.data_dir)  # small transactional state: alerts, silences, outbox
         self.alerting = shared.get("alerting")  # the API's way to rules, alerts, silences, incidents
+        self.slo = shared.get("slo")  # the API's way to SLOs
         shared["state"] = self.state
         self.ingestor = Ingestor(
             self.wal,

@@ -1,0 +1,108 @@
+"""What the SLO engine reads from the store: per-series raw samples of counters and histograms.
+
+Prometheus-equal windowed ratios need each series' raw samples, not bucketed aggregates, so the
+series are selected with the ``QueryEngine`` (its label rules: point attribute, then resource
+attribute, then ``service.name``) and their points read from the store's view (head and raw
+blocks). A counter gives its value, a histogram its observation count, or with ``le`` the count
+of observations ``<= le`` (:mod:`otel_audio.processors.slo.compute`). Delta sums and histograms
+are accumulated into cumulative samples so the same counter maths applies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from otel_audio.processors.alerting.grammar import Selector
+from otel_audio.processors.slo.compute import Series, explicit_good_count, exponential_good_count
+from otel_audio.store.query import Matcher, QueryEngine, QueryError
+
+_HIST = ("histogram", "exponential_histogram")
+
+
+def matchers(selector: Selector, service: str = "") -> tuple[Matcher, ...]:
+    """The query matchers of an alert-grammar selector, plus ``service="..."`` when given."""
+    out = [Matcher(m.name, m.op, m.value) for m in selector.matchers]
+    if service:
+        out.append(Matcher("service", "=", service))
+    return tuple(out)
+
+
+def samples(
+    engine: QueryEngine, store: Any, selector: Selector, service: str, start_ns: int, end_ns: int,
+    le: float = math.nan,
+) -> list[Series]:  # fmt: skip
+    """Raw samples with time in ``[start_ns, end_ns]`` of every matching series; [] if the metric is unknown.
+
+    Raises:
+        ValueError: ``le`` is given and an explicit histogram has no bound equal to it.
+    """
+    try:
+        meta = {m["name"]: m for m in engine.list_metrics()}.get(selector.metric)
+        if meta is None:
+            return []
+        rows = engine.list_series(selector.metric, matchers(selector, service))
+    except QueryError:
+        return []
+    if not rows:
+        return []
+    kind, delta = meta["type"], meta["temporality"] == "delta"
+    ids = np.array([r["series_id"] for r in rows], np.uint64)
+    points = store.view().points(ids, start_ns, end_ns + 1)
+    keep = pc.and_(
+        pc.is_in(points.column("series_id"), pa.array(ids, pa.uint64())),
+        pc.and_(
+            pc.greater_equal(points.column("time_unix_nano"), start_ns),
+            pc.less_equal(points.column("time_unix_nano"), end_ns),
+        ),
+    )
+    points = points.filter(keep)
+    flags = points.column("flags").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    points = points.filter(pa.array((flags & 1) == 0))
+    points = points.sort_by([("series_id", "ascending"), ("time_unix_nano", "ascending")])
+    sid = points.column("series_id").to_numpy()
+    times = points.column("time_unix_nano").to_numpy()
+    if kind in _HIST:
+        values = _histogram_values(points, kind, le)
+    else:
+        values = points.column("value").to_numpy(zero_copy_only=False).astype(float)
+    out = []
+    for one in np.unique(sid):
+        mask = sid == one
+        t, v = times[mask], values[mask]
+        if delta:
+            v = np.cumsum(v)
+        out.append((t, v))
+    return out
+
+
+def _histogram_values(points: pa.Table, kind: str, le: float) -> np.ndarray:
+    if math.isnan(le):
+        return points.column("count").to_numpy(zero_copy_only=False).astype(float)
+    if kind == "histogram":
+        bounds = points.column("bounds").to_pylist()
+        counts = points.column("bucket_counts").to_pylist()
+        return np.array([explicit_good_count(b, c, le) for b, c in zip(bounds, counts, strict=True)])
+    cols = [points.column(c).to_pylist() for c in ("exp_scale", "exp_zero_count", "exp_positive_offset",
+                                                    "exp_positive_counts")]  # fmt: skip
+    return np.array(
+        [
+            exponential_good_count(s, z or 0, o or 0, np.array(c or [], float), le)
+            for s, z, o, c in zip(*cols, strict=True)
+        ]
+    )
+
+
+def attributes(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
