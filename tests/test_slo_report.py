@@ -135,6 +135,12 @@ def test_downtime_counts_minutes_whose_ratio_is_below_the_objective(report):
     assert slices.downtime_minutes == 240
 
 
+def test_timeslice_downtime_is_bad_slices_times_their_length():
+    good, total = np.array([1.0, 0.0, 0.0, 1.0]), np.ones(4)
+    slo = SLOInput("slices", 0.99, T[:20:5], good, total, budgeting="timeslices", timeslice_ns=5 * MINUTE_NS)
+    assert sla_report([slo], MONTH).slos[0].downtime_minutes == 10
+
+
 def test_a_minute_exactly_at_the_objective_is_not_downtime():
     good = np.array([999.0, 998.0])
     slo = SLOInput("edge", 0.999, T[:2], good, np.full(2, 1000.0))
@@ -159,6 +165,11 @@ def test_ongoing_incidents_end_at_now_inside_the_month():
     report = sla_report([availability()], MONTH, INCIDENTS, now=now)
     assert report.partial
     assert report.slos[0].incidents[-1].duration_s == 10 * 60
+
+
+def test_burn_down_stops_at_now_inside_the_month():
+    burn_down = sla_report([availability()], MONTH, now=at(20, 6)).slos[0].burn_down
+    assert burn_down[19] is not None and burn_down[20:] == (None,) * 11
 
 
 def test_burn_down_is_the_budget_left_at_each_days_end(report):
@@ -247,3 +258,75 @@ def test_api_answers_404_without_an_slo_processor(start_receiver, capsys):
     api = f"http://127.0.0.1:{receiver.api_port}"
     assert report_main(["sla", "--month", MONTH, "--api", api]) == 2
     assert "slo processor" in capsys.readouterr().err
+
+
+def _recent_minutes(now_ns: int, count: int) -> tuple[str, int]:
+    """A month and the first of ``count`` whole minutes inside it that ended before ``now_ns``."""
+    last = now_ns // MINUTE_NS * MINUTE_NS - 5 * MINUTE_NS
+    first = last - count * MINUTE_NS
+    month_start = month_bounds(_month_of(last))[0]
+    if first < month_start:  # near a month's start: use the end of the month before
+        first = month_start - (count + 5) * MINUTE_NS
+    return _month_of(first), first
+
+
+def _month_of(ns: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m")
+
+
+def test_the_cli_reports_a_receivers_slo_as_computed_by_hand(start_receiver, tmp_path):
+    import json
+    import time
+
+    from tests.receiver_helpers import cumulative_counter, grpc_export_metrics, metrics_request
+
+    slo = {
+        "name": "requests",
+        "service": "svc",
+        "objective": 0.99,
+        "calendar": "month",
+        "sli": {"ratio": {"good": "report.requests.good", "total": "report.requests.total"}},
+    }
+    receiver = start_receiver(processors=["selfmon", {"slo": {"defaults": False, "slos": [slo]}}, "store"])
+    month, first = _recent_minutes(time.time_ns(), 60)
+    # A sample in the middle of each minute; 100 requests a minute, 50 of them bad in minutes 20-24.
+    times = [first + k * MINUTE_NS + MINUTE_NS // 2 for k in range(61)]
+    good_per_minute = [0] + [50 if 20 <= k < 25 else 100 for k in range(1, 61)]
+    good = np.cumsum(good_per_minute).tolist()
+    total = [100 * k for k in range(61)]
+    metrics = [
+        cumulative_counter(
+            "report.requests.good", [(first, t, float(v)) for t, v in zip(times, good, strict=True)]
+        ),
+        cumulative_counter(
+            "report.requests.total", [(first, t, float(v)) for t, v in zip(times, total, strict=True)]
+        ),
+    ]
+    grpc_export_metrics(receiver.grpc_port, metrics_request("svc", metrics))
+
+    out = tmp_path / "sla.json"
+    api = f"http://127.0.0.1:{receiver.api_port}"
+    assert report_main(["sla", "--month", month, "--api", api, "--output", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["slos"]
+    # The first sample's increment is unknown (nothing before it): 60 minutes of 100, 5 x 50 bad.
+    assert (result["good"], result["total"]) == (5_750, 6_000)
+    assert result["compliance_pct"] == pytest.approx(100 * 5_750 / 6_000)
+    assert (result["status"], result["downtime_minutes"]) == ("missed", 5)
+    assert result["budget_consumed_pct"] == pytest.approx(100 * 250 / 60)
+
+
+def test_the_api_answers_each_format_with_its_content_type_and_400_for_a_bad_month(start_receiver):
+    from tests.receiver_helpers import api
+
+    receiver = start_receiver(processors=["selfmon", {"slo": {}}, "store"])  # the four default SLOs
+    types = {f: api(receiver, "/api/v1/reports/sla", month=MONTH, format=f) for f in ("json", "csv", "html")}
+    assert {f: r.headers["content-type"].split(";")[0] for f, r in types.items()} == {
+        "json": "application/json",
+        "csv": "text/csv",
+        "html": "text/html",
+    }
+    assert len(types["csv"].text.splitlines()) == 1 + 4
+    bad = api(receiver, "/api/v1/reports/sla", month="2026-13")
+    assert bad.status_code == 400 and "YYYY-MM" in bad.json()["error"]
