@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from otel_audio.api import alerts, query, reports, traces
+from otel_audio.api import alerts, query, reports, slo, traces
 from otel_audio.api import jaeger as jaeger_api
 from otel_audio.api.params import ParamError
 from otel_audio.store.query import QueryError
@@ -64,4 +64,5 @@ def build_api_app(receiver: Any) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(reports.router)
     app.include_router(jaeger_api.router)
+    app.include_router(slo.router)
     return app
