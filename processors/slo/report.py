@@ -309,8 +309,8 @@ def _slo_report(slo: SLOInput, start: int, end: int, until: int, incidents: list
     if not 0.0 < slo.objective < 1.0:
         raise ValueError(f"SLO {slo.name!r}: objective {slo.objective!r}: expected a fraction in (0, 1)")
     t = np.asarray(slo.t, np.int64)
-    good = np.asarray(slo.good, np.float64)
-    total = np.asarray(slo.total, np.float64)
+    good = np.nan_to_num(np.asarray(slo.good, np.float64))  # a step without data counts nothing
+    total = np.nan_to_num(np.asarray(slo.total, np.float64))
     if not t.shape == good.shape == total.shape:
         raise ValueError(f"SLO {slo.name!r}: t, good and total must have the same length")
     inside = (t >= start) & (t < end)
