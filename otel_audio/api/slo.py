@@ -99,7 +99,9 @@ def get_slo(request: Request, name: str, time: str | None = None) -> Any:
     return _guard(request, run)
 
 
-@router.delete("/slos/{name}", summary="Delete an SLO defined through the API", status_code=204)
+@router.delete(
+    "/slos/{name}", summary="Delete an SLO defined through the API", status_code=204, response_model=None
+)
 def delete_slo(request: Request, name: str) -> Any:
     def run(slo: Any) -> Response:
         slo.remove(name)
