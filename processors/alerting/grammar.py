@@ -23,315 +23,85 @@ Example::
 
 Every syntax error is a :class:`RuleSyntaxError` (a ``ValueError``) naming the line and column
 (1-based), what was expected and what was found.
+
+This module is the parser. The tree it builds is defined in
+:mod:`otel_audio.processors.alerting.conditions` and the tokenizer (with
+:class:`RuleSyntaxError`) in :mod:`otel_audio.processors.alerting.lexer`; their public names are
+re-exported here, so ``from otel_audio.processors.alerting.grammar import parse, Compare`` works.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 
+from otel_audio.processors.alerting.conditions import (
+    ANOMALY_METRIC,
+    ANOMALY_SOURCE,
+    DEFAULT_WINDOW_NS,
+    FUNCTIONS,
+    Absent,
+    And,
+    Anomaly,
+    Call,
+    Compare,
+    Condition,
+    Node,
+    Not,
+    Operand,
+    Or,
+    Selector,
+    format_number,
+    format_window,
+    is_function,
+    percentile,
+)
+from otel_audio.processors.alerting.lexer import Lexer, RuleSyntaxError, Token
 from otel_audio.processors.alerting.model import LabelMatcher
 from otel_audio.processors.units import DURATION_UNITS_NS
+
+__all__ = [
+    "ANOMALY_METRIC",
+    "ANOMALY_SOURCE",
+    "COMPARISONS",
+    "DEFAULT_WINDOW_NS",
+    "FUNCTIONS",
+    "KEYWORDS",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "MAX_NODES",
+    "MAX_REGEX_LENGTH",
+    "MAX_WINDOW_NS",
+    "Absent",
+    "And",
+    "Anomaly",
+    "Call",
+    "Compare",
+    "Condition",
+    "Node",
+    "Not",
+    "Operand",
+    "Or",
+    "RuleSyntaxError",
+    "Selector",
+    "format_number",
+    "format_window",
+    "is_function",
+    "parse",
+    "percentile",
+]
 
 MAX_LENGTH = 4096  # characters of condition text
 MAX_NODES = 200  # tree nodes (comparisons, calls, selectors, and/or/not, absent)
 MAX_DEPTH = 32  # nesting of parentheses and "not"
 MAX_REGEX_LENGTH = 1000  # as the query API
 MAX_WINDOW_NS = 7 * 86400 * 10**9  # windows are kept in memory: a week at most
-DEFAULT_WINDOW_NS = 5 * 60 * 10**9  # window of a call without one, and the lookback of bare selectors
 
-FUNCTIONS = ("avg", "min", "max", "sum", "count", "last", "rate", "increase", "rate_of_change")
 COMPARISONS = (">", ">=", "<", "<=", "==", "!=")
 KEYWORDS = ("and", "or", "not")
-_PERCENTILE = re.compile(r"p(100|\d{1,2}(?:\.\d+)?)")
 # Constructs Python's re has and RE2 lacks (backreferences, lookaround): they can take exponential time.
 _NOT_RE2 = re.compile(r"\(\?(?:[=!]|<[=!]|P=|\()|\\[1-9]")
 _KNOWN = ", ".join((*FUNCTIONS, "p50", "p90", "p95", "p99 (any pNN)", "absent", "anomaly"))
-
-
-class RuleSyntaxError(ValueError):
-    """A condition that does not parse; ``line`` and ``column`` are 1-based."""
-
-    def __init__(self, message: str, line: int, column: int) -> None:
-        super().__init__(f"line {line}, column {column}: {message}")
-        self.line, self.column, self.reason = line, column, message
-
-
-# -- the tree --------------------------------------------------------------------------------------
-
-
-class Node:
-    """Common to every tree node: the metric names it reads."""
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class Selector(Node):
-    """``metric{label="value",...}``: the series of one metric whose labels match every matcher."""
-
-    metric: str
-    matchers: tuple[LabelMatcher, ...] = ()
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        return frozenset((self.metric,))
-
-    def __str__(self) -> str:
-        if not self.matchers:
-            return self.metric
-        inner = ",".join(f'{m.name}{m.op}"{_quote(m.value)}"' for m in self.matchers)
-        return f"{self.metric}{{{inner}}}"
-
-
-@dataclass(frozen=True)
-class Call(Node):
-    """``func(selector, window)``: a function of each selected series over ``(now - window, now]``."""
-
-    func: str
-    selector: Selector
-    window_ns: int = DEFAULT_WINDOW_NS
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        return self.selector.metrics
-
-    def __str__(self) -> str:
-        return f"{self.func}({self.selector}, {format_window(self.window_ns)})"
-
-
-ANOMALY_METRIC = "anomaly.score"  # the anomaly processor's score series ...
-ANOMALY_SOURCE = "anomaly.metric"  # ... and its attribute naming the scored metric
-
-
-@dataclass(frozen=True)
-class Anomaly(Node):
-    """``anomaly(selector)``: the latest ``anomaly.score`` of the selected metric's series."""
-
-    selector: Selector
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        return frozenset((ANOMALY_METRIC,))
-
-    def score_selector(self) -> Selector:
-        """The score series this reads: ``anomaly.score{anomaly.metric="<metric>", <matchers>}``."""
-        source = LabelMatcher(ANOMALY_SOURCE, "=", self.selector.metric)
-        return Selector(ANOMALY_METRIC, (source, *self.selector.matchers))
-
-    def __str__(self) -> str:
-        return f"anomaly({self.selector})"
-
-
-Operand = Call | Anomaly | Selector
-
-
-class Condition(Node):
-    """A parsed condition: :class:`Compare`, :class:`Absent`, :class:`And`, :class:`Or` or :class:`Not`."""
-
-
-@dataclass(frozen=True)
-class Compare(Condition):
-    """``operand op number``; a bare selector operand is the series' latest value."""
-
-    operand: Operand
-    op: str
-    number: float
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        return self.operand.metrics
-
-    def __str__(self) -> str:
-        return f"{self.operand} {self.op} {format_number(self.number)}"
-
-
-@dataclass(frozen=True)
-class Absent(Condition):
-    """``absent(selector, window)``: no selected series has a point in the window."""
-
-    selector: Selector
-    window_ns: int = DEFAULT_WINDOW_NS
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        return self.selector.metrics
-
-    def __str__(self) -> str:
-        return f"absent({self.selector}, {format_window(self.window_ns)})"
-
-
-@dataclass(frozen=True)
-class And(Condition):
-    left: Condition
-    right: Condition
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        return self.left.metrics | self.right.metrics
-
-    def __str__(self) -> str:
-        left = f"({self.left})" if isinstance(self.left, Or) else str(self.left)
-        right = f"({self.right})" if isinstance(self.right, Or | And) else str(self.right)
-        return f"{left} and {right}"
-
-
-@dataclass(frozen=True)
-class Or(Condition):
-    left: Condition
-    right: Condition
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        return self.left.metrics | self.right.metrics
-
-    def __str__(self) -> str:
-        right = f"({self.right})" if isinstance(self.right, Or) else str(self.right)
-        return f"{self.left} or {right}"
-
-
-@dataclass(frozen=True)
-class Not(Condition):
-    operand: Condition
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        return self.operand.metrics
-
-    def __str__(self) -> str:
-        inner = f"({self.operand})" if isinstance(self.operand, And | Or) else str(self.operand)
-        return f"not {inner}"
-
-
-def format_number(x: float) -> str:
-    """The shortest text that reads back as ``x`` (``0.5``, ``500``, ``1e+16``)."""
-    text = repr(float(x))
-    return text[:-2] if text.endswith(".0") else text
-
-
-def format_window(ns: int) -> str:
-    """The largest unit that divides ``ns`` exactly: ``5m``, ``90s``, ``1500ms``, ``1w``."""
-    for unit in ("w", "d", "h", "m", "s"):
-        if ns % DURATION_UNITS_NS[unit] == 0:
-            return f"{ns // DURATION_UNITS_NS[unit]}{unit}"
-    return f"{ns // DURATION_UNITS_NS['ms']}ms"
-
-
-def is_function(name: str) -> bool:
-    """Whether ``name(...)`` is an allowed function: the fixed names or a percentile pNN / pNN.N."""
-    match = _PERCENTILE.fullmatch(name)
-    return name in FUNCTIONS or (match is not None and 0 < float(match.group(1)) <= 100)
-
-
-@functools.lru_cache(maxsize=1024)
-def percentile(func: str) -> float | None:
-    """The quantile of a percentile function (``p95`` -> 0.95); None for the others."""
-    match = _PERCENTILE.fullmatch(func)
-    return float(match.group(1)) / 100 if match else None
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-# -- tokens ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # name, number, duration, string, op, punct, end
-    text: str
-    pos: int  # offset in the condition text
-    value: object = None
-
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # label names may hold '-' (as in the rulegen docs)
-_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
-_UNIT = re.compile(r"(ms|s|m|h|d|w)(?![A-Za-z0-9_.])")
-_OPS = ("=~", "!~", ">=", "<=", "==", "!=", ">", "<", "=")
-_ESCAPES = {'"': '"', "\\": "\\"}
-
-
-class _Lexer:
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def error(self, pos: int, message: str) -> RuleSyntaxError:
-        line = self.text.count("\n", 0, pos) + 1
-        column = pos - (self.text.rfind("\n", 0, pos) + 1) + 1
-        return RuleSyntaxError(message, line, column)
-
-    def tokens(self) -> list[_Token]:
-        text, pos, out, in_braces = self.text, 0, [], False
-        while True:
-            while pos < len(text) and text[pos].isspace():
-                pos += 1
-            if pos >= len(text):
-                out.append(_Token("end", "", pos))
-                return out
-            char = text[pos]
-            match = (_LABEL if in_braces else _NAME).match(text, pos)
-            if match:
-                out.append(_Token("name", match.group(), pos))
-            elif char.isdigit() or (char == "-" and text[pos + 1 : pos + 2].isdigit()):
-                out.append(self._number(pos))
-            elif char == '"':
-                out.append(self._string(pos))
-            elif char in "(){},":
-                in_braces = (in_braces or char == "{") and char != "}"
-                out.append(_Token("punct", char, pos))
-            else:
-                op = next((o for o in _OPS if text.startswith(o, pos)), None)
-                if op is None:
-                    raise self.error(pos, f"unexpected character {char!r}")
-                out.append(_Token("op", op, pos))
-            pos += len(out[-1].text)
-
-    def _number(self, pos: int) -> _Token:
-        match = _NUMBER.match(self.text, pos)
-        end = match.end()
-        unit = _UNIT.match(self.text, end)
-        if unit and not match.group(2) and not match.group().startswith("-"):
-            number = Decimal(match.group())
-            ns = number * DURATION_UNITS_NS[unit.group()]
-            return _Token("duration", self.text[pos : unit.end()], pos, ns)
-        if end < len(self.text) and (self.text[end].isalnum() or self.text[end] in "_."):
-            word = re.match(r"[A-Za-z0-9_.]*", self.text[pos:]).group() or self.text[pos]
-            raise self.error(
-                pos, f"bad number or duration {word!r}: durations are like 500ms, 30s, 5m, 1h, 1d, 1w"
-            )
-        value = float(match.group())
-        if not math.isfinite(value):
-            raise self.error(pos, f"number {match.group()} is out of range")
-        return _Token("number", match.group(), pos, value)
-
-    def _string(self, pos: int) -> _Token:
-        text, i, chars = self.text, pos + 1, []
-        while i < len(text):
-            char = text[i]
-            if char == '"':
-                return _Token("string", text[pos : i + 1], pos, "".join(chars))
-            if char == "\\":
-                escaped = text[i + 1 : i + 2]
-                if escaped not in _ESCAPES:
-                    raise self.error(
-                        i, f'unknown escape \\{escaped} in a quoted value; only \\" and \\\\ are escapes'
-                    )
-                chars.append(_ESCAPES[escaped])
-                i += 2
-                continue
-            chars.append(char)
-            i += 1
-        raise self.error(pos, 'unterminated string: a quoted value needs a closing "')
-
-
-# -- the parser ------------------------------------------------------------------------------------
 
 
 def parse(text: str) -> Condition:
@@ -344,18 +114,18 @@ def parse(text: str) -> Condition:
     """
     if not isinstance(text, str):
         raise TypeError(f"a condition is text, got {type(text).__name__}")
-    lexer = _Lexer(text)
+    lexer = Lexer(text)
     if len(text) > MAX_LENGTH:
         raise lexer.error(MAX_LENGTH, f"condition is {len(text)} characters long; at most {MAX_LENGTH}")
     return _Parser(lexer).condition()
 
 
-def _describe(token: _Token) -> str:
+def _describe(token: Token) -> str:
     return "end of input" if token.kind == "end" else repr(token.text)
 
 
 class _Parser:
-    def __init__(self, lexer: _Lexer) -> None:
+    def __init__(self, lexer: Lexer) -> None:
         self.lexer = lexer
         self.tokens = lexer.tokens()
         self.i = 0
@@ -363,10 +133,10 @@ class _Parser:
         self.depth = 0
 
     # helpers
-    def peek(self, ahead: int = 0) -> _Token:
+    def peek(self, ahead: int = 0) -> Token:
         return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
 
-    def take(self) -> _Token:
+    def take(self) -> Token:
         token = self.peek()
         self.i += 1
         return token
@@ -380,7 +150,7 @@ class _Parser:
         where = f" after {after}" if after is not None else ""
         return self.lexer.error(token.pos, f"expected {expected}{where}, found {_describe(token)}")
 
-    def expect(self, text: str, what: str, after: object = None) -> _Token:
+    def expect(self, text: str, what: str, after: object = None) -> Token:
         if not self.at(text):
             raise self.fail(what, after)
         return self.take()
@@ -528,7 +298,7 @@ class _Parser:
             self._check_regex(value)
         return LabelMatcher(label.text, op.text, value.value)
 
-    def _check_regex(self, token: _Token) -> None:
+    def _check_regex(self, token: Token) -> None:
         pattern, at = token.value, token.pos
         if len(pattern) > MAX_REGEX_LENGTH:
             raise self.lexer.error(at, f"regex is {len(pattern)} characters; at most {MAX_REGEX_LENGTH}")
