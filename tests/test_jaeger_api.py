@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -15,6 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tests.receiver_helpers import api
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MS = 10**6
 BIG = 2**60 + 1  # beyond JavaScript's safe integers: must come back as a string
@@ -334,6 +337,7 @@ def test_search_by_time_range_in_microseconds(loaded):
     a_start_us = ids["base"] // 1000
     assert search(receiver, service="enhancer", start=a_start_us, end=a_start_us + 100_000) == [ids["a"]]
     assert search(receiver, service="enhancer", lookback="1m") == []  # everything is 10 minutes old
+    assert search(receiver, service="enhancer", lookback="2d") == [ids["b"], ids["a"]]  # as Jaeger UI sends
 
 
 def test_search_by_trace_ids(loaded):
@@ -406,3 +410,32 @@ def test_routes_refuse_requests_without_the_token(start_receiver):
     for path in ("/api/services", "/api/traces", "/api/traces/" + "ab" * 16, "/api/dependencies"):
         assert api(receiver, path, service="s").status_code == 401
     assert jaeger(receiver, "/api/services", token=TOKEN)["data"] == []
+
+
+def test_collector_config_sends_spans_to_jaeger_and_otel_audio_over_otlp():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "collector-config" / "jaeger" / "otel-collector.yaml").read_text())
+    exporters = config["service"]["pipelines"]["traces"]["exporters"]
+    assert sorted(exporters) == ["otlp/jaeger", "otlp/otel-audio"]
+    assert all(
+        name.split("/")[0] == "otlp"
+        for p in config["service"]["pipelines"].values()
+        for name in p["exporters"]
+    )
+    assert config["exporters"]["otlp/jaeger"]["endpoint"] == "jaeger:4317"  # Jaeger's native OTLP port
+    assert config["exporters"]["otlp/otel-audio"]["endpoint"].endswith(":4317")
+    assert "otlp/jaeger" not in config["service"]["pipelines"]["metrics"]["exporters"]
+
+
+def test_grafana_data_source_points_at_the_receiver_api_port():
+    import yaml
+
+    from otel_audio.receiver.config import load_config
+
+    sources = yaml.safe_load((ROOT / "collector-config" / "jaeger" / "grafana-datasource.yaml").read_text())
+    (ours,) = [s for s in sources["datasources"] if s["uid"] == "otel-audio-jaeger"]
+    assert ours["type"] == "jaeger" and ours["access"] == "proxy"
+    assert ours["url"].endswith(f":{load_config(None).server.api_port}")
+    assert ours["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert ours["secureJsonData"]["httpHeaderValue1"].startswith("Bearer ")

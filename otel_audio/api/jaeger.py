@@ -47,9 +47,9 @@ SPAN_KIND_TAG = {2: "server", 3: "client", 4: "producer", 5: "consumer"}
 # OTLP SpanKind -> the spanKind of /api/operations
 OPERATION_KIND = {0: "", 1: "internal", **SPAN_KIND_TAG}
 _STATUS_TAG = {1: "OK", 2: "ERROR"}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
 _DURATION_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9}
-_DURATION_NS["h"] = 3600 * 10**9
+_DURATION_NS.update(h=3600 * 10**9, d=86400 * 10**9)  # d: Jaeger UI's lookback=2d (Go has no d)
 _LOGFMT = re.compile(r'\s*([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
