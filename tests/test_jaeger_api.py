@@ -316,6 +316,8 @@ def test_search_by_derived_tags_error_status_and_kind(loaded):
     receiver, ids = loaded
     assert search(receiver, service="enhancer", tags='{"error": "true"}') == [ids["a"]]
     assert search(receiver, service="frontend", tags='{"error": "true"}') == []
+    assert search(receiver, service="enhancer", operation="enhance", tags='{"error": "false"}') == []
+    assert search(receiver, service="enhancer", tags="error=false") == [ids["b"], ids["a"]]  # batch, denoise
     assert search(receiver, service="frontend", tags='{"otel.status_code": "OK"}') == [ids["a"]]
     assert search(receiver, service="enhancer", tags='{"span.kind": "producer"}') == [ids["b"]]
     assert search(receiver, service="enhancer", tags='{"span.kind": "server"}') == [ids["a"]]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -242,8 +243,9 @@ def _trace_id(text: str) -> str:
     return value.rjust(32, "0")
 
 
-def _search_query(request: Request) -> tuple[SpanQuery, str | None, list[str]]:
-    """The span filters of ``/api/traces``, the requested span.kind (if any) and any ``traceID`` params."""
+def _search_query(request: Request) -> tuple[SpanQuery, Callable[[dict], bool] | None, list[str]]:
+    """The span filters of ``/api/traces``; a check on span rows for what the store cannot filter
+    (``span.kind``, ``error=false``), or None; and any ``traceID`` params."""
     params = request.query_params
     trace_ids = [_trace_id(t) for t in params.getlist("traceID")]
     service = params.get("service") or None
@@ -269,10 +271,10 @@ def _search_query(request: Request) -> tuple[SpanQuery, str | None, list[str]]:
     if not 1 <= limit <= MAX_LIMIT:
         raise JaegerError(f"unable to parse param 'limit': expected 1 to {MAX_LIMIT}, got {limit}")
     tags = parse_tags(params.getlist("tag"), params.getlist("tags"))
-    status = None
+    status, not_error = None, False
     if "error" in tags:  # the tag Jaeger UI users search errors by; it is derived from the status
-        if tags.pop("error").lower() == "true":
-            status = 2
+        error = tags.pop("error").lower()
+        status, not_error = (2, False) if error == "true" else (None, error == "false")
     if "otel.status_code" in tags:
         code = tags.pop("otel.status_code").upper()
         status = {"OK": 1, "ERROR": 2, "UNSET": 0}.get(code, -1)
@@ -283,6 +285,13 @@ def _search_query(request: Request) -> tuple[SpanQuery, str | None, list[str]]:
         raise JaegerError(
             f"tag span.kind: expected server, client, producer, consumer or internal, got {kind!r}"
         )
+    code = next((k for k, name in OPERATION_KIND.items() if name == kind), None)
+    keep = None
+    if code is not None or not_error:
+
+        def keep(row: dict[str, Any]) -> bool:
+            return (code is None or row["kind"] == code) and not (not_error and row["status_code"] == 2)
+
     query = SpanQuery(
         service=service,
         operation=params.get("operation") or None,
@@ -294,7 +303,7 @@ def _search_query(request: Request) -> tuple[SpanQuery, str | None, list[str]]:
         attributes=tags,
         limit=limit,
     )
-    return query, kind, trace_ids
+    return query, keep, trace_ids
 
 
 # -- catalog queries (services, operations, dependencies) -----------------------------------------
@@ -375,17 +384,16 @@ def operations(request: Request) -> Response:
 def search(request: Request) -> Response:
     engine = request.app.state.receiver.query
     try:
-        query, kind, trace_ids = _search_query(request)
+        query, keep, trace_ids = _search_query(request)
         if trace_ids:
             found = [engine.get_trace(t) for t in trace_ids]
             return _structured([to_jaeger(t) for t in found if t.num_rows], request)
-        if kind is None:
+        if keep is None:
             ids = engine.search_traces(query)
-        else:  # the store has no kind filter: take the newest matching spans and keep that kind
-            code = next(k for k, name in OPERATION_KIND.items() if name == kind)
+        else:  # filters the store lacks: check the newest matching spans one by one
             spans = engine.search_spans(replace(query, limit=MAX_LIMIT))
-            rows = spans.select(["trace_id", "kind"]).to_pylist()
-            ids = list(dict.fromkeys(r["trace_id"] for r in rows if r["kind"] == code))[: query.limit]
+            rows = spans.select(["trace_id", "kind", "status_code"]).to_pylist()
+            ids = list(dict.fromkeys(r["trace_id"] for r in rows if keep(r)))[: query.limit]
     except (JaegerError, QueryError) as exc:
         return _error(exc)
     return _structured([to_jaeger(engine.get_trace(t)) for t in ids], request)
