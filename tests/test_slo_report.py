@@ -160,6 +160,23 @@ def test_incidents_of_the_slo_or_its_service_clipped_to_the_month(report):
     assert [(i.id, i.duration_s) for i in slices.incidents] == [(6, 4 * 3600)]
 
 
+def test_incidents_from_the_alerting_store_of_a_burn_rate_alert_are_read_as_they_are():
+    from otel_audio.processors.alerting.incidents import Incidents
+    from otel_audio.processors.alerting.model import Alert, AlertState, Notification
+
+    labels = {"alertname": "SLOBurnRate:availability:1h", "slo": "availability", "severity": "critical"}
+    store = Incidents(":memory:")
+    try:
+        for state, when in ((AlertState.FIRING, at(10, 12)), (AlertState.RESOLVED, at(10, 12, 35))):
+            alert = Alert(labels, {"summary": "burning"}, state, at(10, 12), 0, 14.4)
+            status = "firing" if state is AlertState.FIRING else "resolved"
+            store.observe(Notification("pager", "g", {"slo": "availability"}, (alert,), status, when), when)
+        (incident,) = sla_report([availability()], MONTH, store.list()).slos[0].incidents
+    finally:
+        store.close()
+    assert (incident.title, incident.matched_by, incident.duration_s) == ("burning", "slo", 35 * 60)
+
+
 def test_ongoing_incidents_end_at_now_inside_the_month():
     now = at(31, 23, 40)
     report = sla_report([availability()], MONTH, INCIDENTS, now=now)
@@ -320,7 +337,8 @@ def test_the_cli_reports_a_receivers_slo_as_computed_by_hand(start_receiver, tmp
 def test_the_api_answers_each_format_with_its_content_type_and_400_for_a_bad_month(start_receiver):
     from tests.receiver_helpers import api
 
-    receiver = start_receiver(processors=["selfmon", {"slo": {}}, "store"])  # the four default SLOs
+    # The four default SLOs; alerting holds their burn-rate rules and (no) incidents.
+    receiver = start_receiver(processors=["selfmon", {"slo": {}}, {"alerting": {}}, "store"])
     types = {f: api(receiver, "/api/v1/reports/sla", month=MONTH, format=f) for f in ("json", "csv", "html")}
     assert {f: r.headers["content-type"].split(";")[0] for f, r in types.items()} == {
         "json": "application/json",
