@@ -348,3 +348,12 @@ def test_the_api_answers_each_format_with_its_content_type_and_400_for_a_bad_mon
     assert len(types["csv"].text.splitlines()) == 1 + 4
     bad = api(receiver, "/api/v1/reports/sla", month="2026-13")
     assert bad.status_code == 400 and "YYYY-MM" in bad.json()["error"]
+
+
+def test_the_cli_sends_the_bearer_token(start_receiver, capsys):
+    receiver = start_receiver(processors=["selfmon", {"slo": {}}, "store"], server__auth__tokens=["s3cret"])
+    args = ["sla", "--month", MONTH, "--format", "csv", "--api", f"http://127.0.0.1:{receiver.api_port}"]
+    assert report_main(args) == 2
+    assert "bearer token" in capsys.readouterr().err
+    assert report_main([*args, "--token", "s3cret"]) == 0
+    assert capsys.readouterr().out.startswith(",".join(CSV_COLUMNS) + "\n")
