@@ -15,10 +15,11 @@ SLO pages over 14m and 70s) and the factors stay the same. An alert fires when t
 over both its long and its short window exceeds the factor; the short window makes it resolve
 soon after the burning stops.
 
-The rules read the ``slo.burn_rate`` series the ``slo`` processor emits, in the alert grammar::
+The rules read the ``slo.burn_rate`` series the ``slo`` processor emits (the short window's under
+``slo.burn_rate.short``, see ``SHORT_METRIC``), in the alert grammar::
 
     last(slo.burn_rate{slo="availability",window="1h"}, 5m) > 14.4
-      and last(slo.burn_rate{slo="availability",window="5m"}, 5m) > 14.4
+      and last(slo.burn_rate.short{slo="availability",short_window="5m"}, 5m) > 14.4
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from otel_audio.processors.alerting.grammar import format_number
 from otel_audio.processors.slo.spec import DAY_NS, SLOSpec, _label
 
 BASE_PERIOD_NS = 30 * DAY_NS
+# The short windows' burn rates again, labelled short_window instead of window: the alert grammar's
+# ``and`` pairs label sets that agree on the labels they share (as PromQL's ``and``; Sloth writes
+# ``ignoring (sloth_window)``), so the two sides must not both carry a ``window`` label.
+SHORT_METRIC = "slo.burn_rate.short"
 MIN = 60 * 10**9
 HOUR = 60 * MIN
 # The base windows of the emitted burn rates: the short and long windows of the four alerts.
@@ -64,6 +69,11 @@ def scaled(base_ns: int, spec: SLOSpec) -> int:
     return max(10**9, round(base_ns * spec.window_ns / BASE_PERIOD_NS / 10**9) * 10**9)
 
 
+def short_windows(spec: SLOSpec) -> list[str]:
+    """Labels of the alerts' short windows (5m 30m 2h 6h scaled)."""
+    return [_label(scaled(alert.short_ns, spec)) for alert in BURN_ALERTS]
+
+
 def windows(spec: SLOSpec) -> list[tuple[str, int]]:
     """``(label, ns)`` of the burn-rate windows of an SLO: 5m 30m 1h 2h 6h 1d 3d scaled."""
     return [(_label(scaled(w, spec)), scaled(w, spec)) for w in BASE_WINDOWS_NS]
@@ -77,9 +87,9 @@ def alert_rules(spec: SLOSpec, lookback_ns: int = 5 * MIN) -> list[dict[str, Any
     for alert in BURN_ALERTS:
         long_label, short_label = _label(scaled(alert.long_ns, spec)), _label(scaled(alert.short_ns, spec))
         factor = format_number(alert.factor)
-        condition = " and ".join(
-            f'last(slo.burn_rate{{{where},window="{w}"}}, {look}) > {factor}'
-            for w in (long_label, short_label)
+        condition = (
+            f'last(slo.burn_rate{{{where},window="{long_label}"}}, {look}) > {factor} and '
+            f'last({SHORT_METRIC}{{{where},short_window="{short_label}"}}, {look}) > {factor}'
         )
         out.append(
             {

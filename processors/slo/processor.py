@@ -10,8 +10,10 @@ Options (``docs/slo.md``)::
 Every ``evaluation_interval`` ``tick(now)`` reads the store (``QueryEngine`` plus raw points) and
 emits gauges labelled ``slo`` (and ``service`` when the SLO has one): ``slo.sli{window=<period>}``,
 ``slo.error_ratio{window=W}`` and ``slo.burn_rate{window=W}`` for the scaled windows of
-:mod:`otel_audio.processors.slo.alerts`, ``slo.error_budget.remaining`` / ``.consumed`` (ratios),
-``slo.error_budget.remaining_events``, ``slo.time_to_exhaustion_seconds`` and ``slo.objective``.
+:mod:`otel_audio.processors.slo.alerts` (the alerts' short windows also as
+``slo.burn_rate.short{short_window=W}``, which their rules read),
+``slo.error_budget.remaining`` / ``.consumed`` (ratios), ``slo.error_budget.remaining_events``,
+``slo.time_to_exhaustion_seconds`` and ``slo.objective``.
 The emitted batch flows to the stages after this one: put ``slo`` before ``store`` (so the series
 are stored) and before ``alerting`` (so the rules see them).
 
@@ -47,6 +49,7 @@ from otel_audio.processors.base import (
     series_row,
 )
 from otel_audio.processors.slo import alerts, compute, read
+from otel_audio.processors.slo.spans import SPAN_COLUMNS, span_events
 from otel_audio.processors.slo.spec import (
     DEFAULT_SLOS,
     SLOSpec,
@@ -54,7 +57,6 @@ from otel_audio.processors.slo.spec import (
     slo_from_dict,
     slos_from_list,
 )
-from otel_audio.processors.spanmetrics import adjusted_count
 from otel_audio.processors.units import duration_ns
 from otel_audio.store.durable import fsync_path
 from otel_audio.store.query import QueryEngine, RangeQuery
@@ -62,8 +64,6 @@ from otel_audio.store.query import QueryEngine, RangeQuery
 _OPTIONS = ("slos", "defaults", "evaluation_interval", "burn_alerts")
 _SCOPE = "otel_audio.slo"
 SPAN_GOOD, SPAN_TOTAL = "slo.span_events.good", "slo.span_events.total"
-_SPAN_COLUMNS = ("service", "name", "status_code", "duration_ns", "attributes", "trace_state", "trace_id",
-                 "start_time_unix_nano")  # fmt: skip
 
 
 class SLOs:
@@ -119,12 +119,10 @@ class SLOs:
             span_specs = [s for s in self._specs.values() if s.sli.kind == "spans"]
             if not span_specs:
                 return
-            rows = batch.spans.select(list(_SPAN_COLUMNS)).to_pylist()
-            if self._started_ns is None:
-                self._started_ns = min(r["start_time_unix_nano"] for r in rows)
+            rows = batch.spans.select(list(SPAN_COLUMNS)).to_pylist()
             for spec in span_specs:
                 counts = self._span_counts.setdefault(spec.name, [0.0, 0.0])
-                good, total = _span_events(spec, rows)
+                good, total = span_events(spec, rows)
                 counts[0] += good
                 counts[1] += total
 
@@ -336,10 +334,13 @@ class SLOs:
 
     def _emit_span_counters(self, now: int) -> None:
         series, points = {}, []
-        for name, (good, total) in self._span_counts.items():
-            spec = self._specs.get(name)
-            if spec is None:
+        if self._started_ns is None:
+            self._started_ns = now  # the counters count from the first evaluation on
+        for spec in self._specs.values():
+            if spec.sli.kind != "spans":
                 continue
+            name = spec.name
+            good, total = self._span_counts.setdefault(name, [0.0, 0.0])
             for metric, value in ((SPAN_GOOD, good), (SPAN_TOTAL, total)):
                 row = series_row(metric, scope=_SCOPE, attributes={"slo": name}, kind=MetricType.SUM,
                                  monotonic=True, unit="{span}")  # fmt: skip
@@ -391,48 +392,17 @@ def _period(spec: SLOSpec, now: int) -> tuple[int, int]:
     return int(first.timestamp()) * 10**9, days * 86400 * 10**9
 
 
-def _span_events(spec: SLOSpec, rows: list[dict[str, Any]]) -> tuple[float, float]:
-    """Adjusted-count sums ``(good, total)`` of the spans an SLO counts.
-
-    A span counts when its service (and name, if given) match and it carries every attribute a
-    good-condition names (unscored files are not quality events); it is good when every
-    condition holds.
-    """
-    sli = spec.sli
-    want = sli.span_good
-    service = sli.span_service or spec.service
-    good = total = 0.0
-    for r in rows:
-        if service and r["service"] != service:
-            continue
-        if sli.span_name and r["name"] != sli.span_name:
-            continue
-        attrs = read.attributes(r["attributes"])
-        values = [attrs.get(key) for key, _, _ in want.attributes]
-        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
-            continue
-        weight, _ = adjusted_count(r["trace_state"], r["trace_id"], attrs)
-        if weight <= 0:
-            continue
-        total += weight
-        ok = want.status == "any" or (want.status == "ok" and r["status_code"] == 1)
-        ok = ok or (want.status == "not_error" and r["status_code"] != 2)
-        ok = ok and (want.max_duration_ns is None or r["duration_ns"] <= want.max_duration_ns)
-        ok = ok and all(compute.threshold_verdicts(np.array([v]), op, x)[0] == 1
-                        for v, (_, op, x) in zip(values, want.attributes, strict=True))  # fmt: skip
-        if ok:
-            good += weight
-    return good, total
-
-
 def _gauges(spec: SLOSpec, status: dict[str, Any]):
     """``(metric, extra labels, value)`` of every series an SLO's status gives."""
     budget: compute.ErrorBudget = status["budget"]
     yield "slo.sli", {"window": spec.window_label}, status["sli"]
     yield "slo.objective", {}, spec.objective
+    short = set(alerts.short_windows(spec))
     for label, ratio in status["error_ratios"].items():
         yield "slo.error_ratio", {"window": label}, ratio
         yield "slo.burn_rate", {"window": label}, status["burn_rates"][label]
+        if label in short:
+            yield alerts.SHORT_METRIC, {"short_window": label}, status["burn_rates"][label]
     if status["total"] > 0:
         yield "slo.error_budget.remaining", {}, budget.remaining_ratio
         yield "slo.error_budget.consumed", {}, budget.consumed_ratio
