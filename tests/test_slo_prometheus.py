@@ -14,12 +14,16 @@ each series differently. The same samples go
   drives to the same evaluation times.
 
 The windowed error ratios are defined as Prometheus's ``sum(rate(bad[W])) / sum(rate(total[W]))``
-including its extrapolation, so burn rates and the SLI agree to 1e-6 relative.
+including its extrapolation, so the burn rate of every window, the SLI and the budget remaining
+agree to 1e-6 relative, both as stored ``slo.*`` series and from ``GET /api/v1/slos/{name}``.
+Sloth's own ``slo:period_error_budget_remaining:ratio`` averages 5m ratios instead of counting
+events; a test shows by hand that this, and nothing else, is where it differs.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -28,8 +32,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from tests.external import Prometheus, require_external
+from tests.receiver_helpers import api, grpc_export_metrics, kv, metrics_request
 
 S = 10**9
 STEP_S = 30  # export interval of the simulated SDKs
@@ -52,7 +58,8 @@ class Series:
 
 @dataclass(frozen=True)
 class History:
-    end_s: int  # the last 30 s grid time; every sample is at or before it
+    start_s: int  # the first 30 s grid time; every sample is at or after it
+    end_s: int  # the last 30 s grid time; every sample is before it
     series: tuple[Series, ...]
     outage_s: tuple[int, int]
     reset_s: int
@@ -74,7 +81,7 @@ def make_history(end_s: int) -> History:
         grid_s = np.arange(start_s, end_s, STEP_S, dtype=np.int64)
         times_ms = grid_s * 1000 + offset_ms
         mid_s = grid_s + offset_ms / 1000 - STEP_S / 2
-        rate = base_rate * (1 + 0.5 * np.sin(2 * np.pi * mid_s / DAY_S))
+        rate = base_rate * (1 + 0.5 * np.sin(2 * np.pi * (mid_s - end_s) / DAY_S))  # quiet at the outage
         requests = rng.poisson(rate * STEP_S).astype(float)
         p_error = np.full(len(grid_s), 0.0002)
         p_error[(mid_s >= degraded[0]) & (mid_s < degraded[1])] = 0.002
@@ -93,7 +100,7 @@ def make_history(end_s: int) -> History:
         attributes = {"audio.pipeline": pipeline}
         series.append(Series(attributes, times_ms, ok, starts_ms))
         series.append(Series({**attributes, "error.type": "TimeoutError"}, times_ms, err, starts_ms))
-    return History(end_s, tuple(series), outage, reset_s)
+    return History(start_s, end_s, tuple(series), outage, reset_s)
 
 
 def openmetrics(history: History, job: str) -> str:
@@ -125,9 +132,23 @@ AVAILABILITY = shipped_rules("availability")
 
 def error_ratio(window: str) -> str:
     """The availability error ratio over ``window``: the shipped ``slo:sli_error:ratio_rate<window>``."""
-    if window == "30d":  # Sloth's period ratio averages recorded 5m ratios: the event ratio is this
+    if window == "30d":  # events over the period; Sloth's own 30d rule averages the recorded 5m ratios
         return AVAILABILITY["slo:sli_error:ratio_rate5m"].replace("[5m]", "[30d]")
     return AVAILABILITY[f"slo:sli_error:ratio_rate{window}"]
+
+
+def sloth_period_budget_remaining() -> str:
+    """The shipped ``slo:period_error_budget_remaining:ratio`` as one expression over the raw counters.
+
+    Sloth's period ratio averages the *recorded* 5m ratios; a subquery at 30 s steps stands in for
+    a rule group evaluated every 30 s (Prometheus offsets a group's evaluations, a subquery aligns
+    them to multiples of the step).
+    """
+    five = AVAILABILITY["slo:sli_error:ratio_rate5m"].strip()
+    recorded = re.compile(r"slo:sli_error:ratio_rate5m\{[^}]*\}\[30d\]")
+    period = recorded.sub(lambda _: f"({five})[30d:{STEP_S}s]", AVAILABILITY["slo:sli_error:ratio_rate30d"])
+    budget = re.fullmatch(r"vector\((.*)\)", AVAILABILITY["slo:error_budget:ratio"].strip()).group(1)
+    return f"1 - ({period.strip()}) / ({budget})"
 
 
 def test_the_shipped_rules_pass_promtool_check_rules():
@@ -148,6 +169,7 @@ def evaluation_times(history: History) -> list[int]:
         history.outage_s[1] + 20 * 60,  # twenty minutes after it
         history.reset_s + 2 * 60,  # two minutes after the counter reset
         end - 3600,
+        end - 1800 + 3,  # on a speech sample: so is every window's start, which 2.x includes
         end,
     ]
 
@@ -185,6 +207,116 @@ def test_prometheus_ratios_match_a_hand_computation_of_extrapolated_rate(prometh
             assert math.isclose(got, expected, rel_tol=1e-9), (at, window, got, expected)
 
 
+# -- otel-audio: the same samples over OTLP, its clock driven to the same times ---------------------
+
+SLO = {
+    "name": "availability",  # the default SLO of that name, which the shipped rules mirror
+    "objective": OBJECTIVE,
+    "window": "30d",
+    "budgeting": "occurrences",
+    "sli": {"ratio": {"good": 'audio.pipeline.files{error.type=""}', "total": "audio.pipeline.files"}},
+}
+READ = ("slo.sli", "slo.error_ratio", "slo.burn_rate", "slo.error_budget.remaining")
+
+
+def _points(series: Series, lo_ms: int, hi_ms: int) -> metrics_pb2.Metric:
+    """The points of ``series`` with time in ``(lo_ms, hi_ms]`` as one cumulative sum."""
+    keep = (series.times_ms > lo_ms) & (series.times_ms <= hi_ms)
+    attributes = [kv(k, v) for k, v in series.attributes.items()]
+    starts, times, values = series.starts_ms[keep], series.times_ms[keep], series.values[keep]
+    points = [
+        metrics_pb2.NumberDataPoint(start_time_unix_nano=a * 10**6, time_unix_nano=t * 10**6, as_double=v)
+        for a, t, v in zip(starts.tolist(), times.tolist(), values.tolist(), strict=True)
+    ]
+    for point in points:
+        point.attributes.extend(attributes)
+    cumulative = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+    return metrics_pb2.Metric(
+        name="audio.pipeline.files",
+        unit="{file}",
+        sum=metrics_pb2.Sum(aggregation_temporality=cumulative, is_monotonic=True, data_points=points),
+    )
+
+
+def _otel_audio_at(receiver, at: int) -> dict[str, float]:
+    """otel-audio's numbers at ``at`` from its stored slo.* series: ``"metric window" -> value``."""
+    out = {}
+    for metric in READ:
+        span = {"start": at, "end": at + STEP_S, "step": f"{STEP_S}s"}
+        reply = api(receiver, "/api/v1/query_range", metric=metric, agg="last", group_by="window",
+                    match='slo="availability"', **span)  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        for one in reply.json()["series"]:
+            (point,) = one["points"]
+            out[f"{metric} {one['labels'].get('window', '')}".strip()] = point[1]
+    status = api(receiver, "/api/v1/slos/availability", time=at).json()["status"]
+    out |= {f"api burn_rate {w}": v for w, v in status["burn_rates"].items()}
+    out["api sli"] = status["sli"]
+    out["api error_budget.remaining_ratio"] = status["error_budget"]["remaining_ratio"]
+    return out
+
+
+@pytest.fixture
+def otel_audio(history, start_receiver) -> dict[int, dict[str, float]]:
+    """otel-audio's numbers at every evaluation time, from a receiver fed the history as it happened."""
+    slo = {"slo": {"defaults": False, "evaluation_interval": f"{STEP_S}s", "slos": [SLO]}}
+    # the test drives the clock: no tick on the wall clock meanwhile
+    receiver = start_receiver(processors=["selfmon", slo, "store"], tick_interval_s=3600)
+    numbers, sent_ms = {}, 0
+    for at in evaluation_times(history):
+        metrics = [_points(s, sent_ms, at * 1000) for s in history.series]
+        grpc_export_metrics(receiver.grpc_port, metrics_request("enhancer", metrics), timeout=60)
+        sent_ms = at * 1000
+        receiver.chain.tick(at * S)
+        numbers[at] = _otel_audio_at(receiver, at)
+    return numbers
+
+
+def _close(got: float, expected: float) -> bool:
+    return math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-15)
+
+
+def test_burn_rates_sli_and_budget_agree_with_prometheus_to_1e_6(prometheus, otel_audio, history):
+    budget = 1 - OBJECTIVE
+    worst, rows = 0.0, []
+    for at, ours in otel_audio.items():
+        expected = {f"slo.error_ratio {w}": prometheus.value(error_ratio(w), at) for w in WINDOWS}
+        expected |= {f"slo.burn_rate {w}": expected[f"slo.error_ratio {w}"] / budget for w in WINDOWS}
+        period = prometheus.value(error_ratio("30d"), at)
+        expected["slo.sli 30d"] = 1 - period
+        expected["slo.error_budget.remaining"] = 1 - period / budget
+        expected |= {f"api burn_rate {w}": expected[f"slo.burn_rate {w}"] for w in WINDOWS}
+        expected["api sli"] = expected["slo.sli 30d"]
+        expected["api error_budget.remaining_ratio"] = expected["slo.error_budget.remaining"]
+        for key, want in expected.items():
+            got = ours.get(key, math.nan)
+            worst = max(worst, abs(got - want) / abs(want) if want else abs(got))
+            if not _close(got, want):
+                rows.append(f"t={at} {key}: otel-audio {got!r}, Prometheus {want!r}")
+    assert not rows, "\n".join(rows)
+    assert worst < 1e-6
+
+
+def test_sloths_period_budget_weighs_minutes_where_otel_audio_weighs_events(prometheus, history):
+    """Sloth's ``slo:period_error_budget_remaining:ratio`` differs from otel-audio's budget by design.
+
+    Sloth divides the mean of the 5m error ratios over the period by the budget: every 5 minutes
+    weighs the same. otel-audio counts events over the period (the issue: never an average of
+    averages), which the test above matched with ``sum(rate(x[30d]))`` ratios. The outage falls
+    in the quietest hour of the day, so per minute it weighs more than per file, and Sloth's
+    number shows less budget left.
+    """
+    budget = 1 - OBJECTIVE
+    for at in (history.outage_s[1] + 20 * 60, history.end_s):
+        sloth = prometheus.value(sloth_period_budget_remaining(), at)
+        steps = range(history.start_s, at + 1, STEP_S)  # the subquery's steps that see any sample
+        ratios = [_ratio_by_hand(history, step, 300) for step in steps]
+        by_hand = 1 - float(np.nanmean(ratios)) / budget
+        assert math.isclose(sloth, by_hand, rel_tol=1e-9), (at, sloth, by_hand)
+        events = 1 - prometheus.value(error_ratio("30d"), at) / budget
+        assert events - sloth > 0.1, (at, events, sloth)
+
+
 # -- Prometheus's extrapolatedRate (promql/functions.go, v2.42), written out for one check -------
 
 
@@ -196,8 +328,9 @@ def _extrapolated_increase(
     times_ms: np.ndarray, values: np.ndarray, at_ms: int, range_ms: int
 ) -> float | None:
     start_ms = at_ms - range_ms
-    inside = (times_ms >= start_ms) & (times_ms <= at_ms)  # both ends closed before Prometheus 3
-    t, v = times_ms[inside], values[inside]
+    lo = np.searchsorted(times_ms, start_ms, side="left")  # both ends closed before Prometheus 3
+    hi = np.searchsorted(times_ms, at_ms, side="right")
+    t, v = times_ms[lo:hi], values[lo:hi]
     if len(t) < 2:
         return math.nan
     drops = v[1:] < v[:-1]
@@ -226,4 +359,4 @@ def _ratio_by_hand(history: History, at_s: int, window_s: int) -> float:
         total += increase
         if "error.type" in s.attributes:
             bad += increase
-    return bad / total  # rate = increase / window, and the window cancels
+    return bad / total if total else math.nan  # rate = increase / window, and the window cancels
