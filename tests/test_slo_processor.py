@@ -530,3 +530,22 @@ def test_slos_are_defined_and_deleted_through_the_api(start_receiver):
     assert requests.post(url, json=AVAILABILITY, timeout=10).status_code == 409
     assert requests.delete(f"{url}/availability", timeout=10).status_code == 204
     assert requests.get(f"{url}/availability", timeout=10).status_code == 404
+
+
+def test_the_slo_stage_must_come_before_alerting(tmp_path):
+    from otel_audio.receiver.config import ConfigError, load_config
+    from otel_audio.receiver.service import Receiver
+
+    config = load_config(None, storage__data_dir=str(tmp_path / "d"), processors=["alerting", "slo", "store"])
+    with pytest.raises(ConfigError, match=r"processors\.slo: must come before alerting"):
+        Receiver(config).start()
+
+
+def test_an_invalid_slo_in_the_config_stops_the_receiver_naming_it(tmp_path):
+    from otel_audio.receiver.config import ConfigError, load_config
+    from otel_audio.receiver.service import Receiver
+
+    slo = {"slo": {"slos": [{**AVAILABILITY, "objective": 1.5}]}}
+    config = load_config(None, storage__data_dir=str(tmp_path / "d"), processors=[slo, "store"])
+    with pytest.raises(ConfigError, match=r"processors\.slo: slos\[0\]\.objective: expected a number"):
+        Receiver(config).start()

@@ -88,6 +88,8 @@ def _alerting(options: dict[str, Any], context: ChainContext) -> Any:
 def _slo(options: dict[str, Any], context: ChainContext) -> Any:
     from otel_audio.processors.slo.processor import SLOs
 
+    if "alerting" in context.shared:  # alerting would neither see the series nor get the rules
+        raise ConfigError("processors.slo: must come before alerting, which reads its burn-rate series")
     try:
         slo = SLOs(options, context.shared["store"], context.data_dir, context.shared)
     except ValueError as exc:
