@@ -160,6 +160,42 @@ def test_the_shipped_rules_pass_promtool_check_rules():
     assert "SUCCESS: 68 rules found" in done.stdout
 
 
+def test_the_shipped_availability_alerts_page_on_a_burst_and_leave_a_ticket_after_it(tmp_path):
+    """``promtool test rules``: 2% of files failing for 20 minutes pages (14.4x over 1h and 5m) and
+    tickets (3x over 1d and 2h); 50 minutes after it ends the short windows are clean and only the
+    ticket remains; 0.05% failing never alerts."""
+    promtool = require_external("promtool", "apt-get install prometheus")
+    slo = {"sloth_id": "otel-audio-availability", "sloth_service": "otel-audio", "sloth_slo": "availability"}
+    what = "otel-audio availability SLO error budget burn rate"
+
+    def alert(severity: str) -> dict:
+        notes = {"summary": f"{what} is over expected.", "title": f"({severity}) {what} is too fast."}
+        return {"exp_labels": {**slo, "sloth_severity": severity}, "exp_annotations": notes}
+
+    def case(errors: str, expected: list[tuple[str, list[dict]]]) -> dict:
+        files = 'audio_pipeline_files_total{job="enhancer",audio_pipeline="speech"'
+        return {
+            "interval": "1m",
+            "input_series": [
+                {"series": files + "}", "values": "0+1000x120"},
+                {"series": files + ',error_type="TimeoutError"}', "values": errors},
+            ],
+            "alert_rule_test": [
+                {"eval_time": at, "alertname": "AvailabilitySLOBurnRate", "exp_alerts": alerts}
+                for at, alerts in expected
+            ],
+        }
+
+    burst = case("0+20x20 400+0x100", [("10m", [alert("page"), alert("ticket")]), ("70m", [alert("ticket")])])
+    quiet = case("0+0.5x120", [("10m", []), ("70m", [])])
+    spec = tmp_path / "slo-rules.test.yml"
+    spec.write_text(
+        yaml.safe_dump({"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": [burst, quiet]})
+    )
+    done = subprocess.run([promtool, "test", "rules", str(spec)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def evaluation_times(history: History) -> list[int]:
     end = history.end_s
     return [
