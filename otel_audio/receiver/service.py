@@ -75,6 +75,7 @@ def _alerting(options: dict[str, Any], context: ChainContext) -> Any:
     except ValueError as exc:
         raise ConfigError(f"processors.alerting: {exc}") from None
     context.shared["alerting"] = alerting
+    alerting.warm(context.shared["store"].view(), time.time_ns())  # windows as they were before a restart
     slo = context.shared.get("slo")  # burn-rate rules of the SLOs (the slo stage comes first)
     if slo is not None:
         try:

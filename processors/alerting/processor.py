@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from otel_audio.notify.channels import channel_from_config
@@ -51,7 +52,7 @@ from otel_audio.processors.alerting.routing import route_from_config
 from otel_audio.processors.alerting.rules import AlertRule, rule_from_dict
 from otel_audio.processors.alerting.silences import Silences
 from otel_audio.processors.alerting.state import AlertHistory, Damping, RuleAlerts
-from otel_audio.processors.base import Batch, MetricBatch
+from otel_audio.processors.base import EXEMPLARS_SCHEMA, Batch, MetricBatch
 from otel_audio.processors.units import duration_ns
 from otel_audio.store.durable import fsync_path
 
@@ -261,6 +262,35 @@ class Alerting:
                 return evaluator.evaluate(at_ns)
             finally:
                 evaluator.close()
+
+    def warm(self, view: Any, now_ns: int) -> int:
+        """Fill the rule windows from the store after a start; returns the points read.
+
+        The windows live in memory, and a graceful stop flushes the head to blocks (so the WAL
+        replay that follows a start is short): without this a restart would find every window
+        empty and resolve alerts that still hold. ``view`` is the store's
+        :meth:`~otel_audio.store.tiered.TieredStore.view`; the replay comes after this call.
+        """
+        with self._lock:
+            longest = {name: self.windows.metric(name).longest for name in self.windows.metrics}
+            if not longest:
+                return 0
+            series = view.head.series
+            series = series.filter(pc.is_in(series.column("metric"), pa.array(list(longest), pa.string())))
+            if series.num_rows == 0:
+                return 0
+            ids = series.column("series_id").combine_chunks()
+            start = now_ns - max(longest.values())
+            points = view.points(ids.to_numpy(), start, now_ns + 1)
+            keep = pc.and_(
+                pc.is_in(points.column("series_id"), ids),
+                pc.greater_equal(points.column("time_unix_nano"), start),
+            )
+            points = points.filter(keep)
+            if points.num_rows:
+                points = points.take(pc.sort_indices(points, [("time_unix_nano", "ascending")]))
+                self.windows.observe(MetricBatch(points, series, EXEMPLARS_SCHEMA.empty_table()))
+            return points.num_rows
 
     def active_alerts(self) -> list[Alert]:
         with self._lock:
