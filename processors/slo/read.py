@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from otel_audio.processors.alerting.grammar import Selector
 from otel_audio.processors.slo.compute import Series, explicit_good_count, exponential_good_count
@@ -53,28 +52,32 @@ def samples(
         return []
     kind, delta = meta["type"], meta["temporality"] == "delta"
     ids = np.array([r["series_id"] for r in rows], np.uint64)
-    points = store.view().points(ids, start_ns, end_ns + 1)
-    keep = pc.and_(
-        pc.is_in(points.column("series_id"), pa.array(ids, pa.uint64())),
-        pc.and_(
-            pc.greater_equal(points.column("time_unix_nano"), start_ns),
-            pc.less_equal(points.column("time_unix_nano"), end_ns),
-        ),
-    )
-    points = points.filter(keep)
+    columns = ["series_id", "time_unix_nano", "flags"]
+    if kind not in _HIST:
+        columns.append("value")
+    elif math.isnan(le):
+        columns.append("count")
+    elif kind == "histogram":
+        columns += ["bounds", "bucket_counts"]
+    else:
+        columns += ["exp_scale", "exp_zero_count", "exp_positive_offset", "exp_positive_counts"]
+    points = store.view().points(ids, start_ns, end_ns + 1).select(columns)
+    sid = points.column("series_id").to_numpy(zero_copy_only=False)
+    times = points.column("time_unix_nano").to_numpy(zero_copy_only=False)
     flags = points.column("flags").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    points = points.filter(pa.array((flags & 1) == 0))
-    points = points.sort_by([("series_id", "ascending"), ("time_unix_nano", "ascending")])
-    sid = points.column("series_id").to_numpy()
-    times = points.column("time_unix_nano").to_numpy()
+    keep = np.isin(sid, ids) & (times >= start_ns) & (times <= end_ns) & ((flags & 1) == 0)
+    index = np.flatnonzero(keep)
+    index = index[np.lexsort((times[index], sid[index]))]  # by series, then time
+    points = points.take(pa.array(index))
+    sid, times = sid[index], times[index]
     if kind in _HIST:
         values = _histogram_values(points, kind, le)
     else:
         values = points.column("value").to_numpy(zero_copy_only=False).astype(float)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.array([], np.int64)
     out = []
-    for one in np.unique(sid):
-        mask = sid == one
-        t, v = times[mask], values[mask]
+    for lo, hi in zip(starts, [*starts[1:], len(sid)], strict=True):
+        t, v = times[lo:hi], values[lo:hi]
         if delta:
             v = np.cumsum(v)
         out.append((t, v))
