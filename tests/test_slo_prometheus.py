@@ -252,7 +252,13 @@ SLO = {
     "budgeting": "occurrences",
     "sli": {"ratio": {"good": 'audio.pipeline.files{error.type=""}', "total": "audio.pipeline.files"}},
 }
-READ = ("slo.sli", "slo.error_ratio", "slo.burn_rate", "slo.error_budget.remaining")
+READ = (
+    "slo.sli",
+    "slo.error_ratio",
+    "slo.burn_rate",
+    "slo.error_budget.remaining",
+    "slo.time_to_exhaustion_seconds",
+)
 
 
 def _points(series: Series, lo_ms: int, hi_ms: int) -> metrics_pb2.Metric:
@@ -321,6 +327,10 @@ def test_burn_rates_sli_and_budget_agree_with_prometheus_to_1e_6(prometheus, ote
         period = prometheus.value(error_ratio("30d"), at)
         expected["slo.sli 30d"] = 1 - period
         expected["slo.error_budget.remaining"] = 1 - period / budget
+        # the budget left, spent at the 1h burn rate (the fast page's long window)
+        expected["slo.time_to_exhaustion_seconds"] = (
+            (1 - period / budget) * 30 * DAY_S / expected["slo.burn_rate 1h"]
+        )
         expected |= {f"api burn_rate {w}": expected[f"slo.burn_rate {w}"] for w in WINDOWS}
         expected["api sli"] = expected["slo.sli 30d"]
         expected["api error_budget.remaining_ratio"] = expected["slo.error_budget.remaining"]
