@@ -549,3 +549,25 @@ def test_an_invalid_slo_in_the_config_stops_the_receiver_naming_it(tmp_path):
     config = load_config(None, storage__data_dir=str(tmp_path / "d"), processors=[slo, "store"])
     with pytest.raises(ConfigError, match=r"processors\.slo: slos\[0\]\.objective: expected a number"):
         Receiver(config).start()
+
+
+def test_exponential_histogram_le_is_interpolated_inside_its_bucket(tmp_path):
+    # scale 0, buckets (1/16, 1/8] and (1/8, 1/4] growing by 10 and 5 a minute, zero bucket by 2:
+    # le 0.1 lies 0.6 into (1/16, 1/8], so 2 + 6 of 17 a minute are good
+    spec = {"name": "latency", "objective": 0.95, "window": "1h",
+            "sli": {"histogram": {"metric": "audio.pipeline.duration", "le": 0.1}}}  # fmt: skip
+    slo, store = engine(tmp_path, spec)
+    row = series_row("audio.pipeline.duration", scope="t", attributes={}, service="enhancer",
+                     kind=MetricType.EXPONENTIAL_HISTOGRAM)  # fmt: skip
+    points = [
+        {"series_id": row["series_id"], "time_unix_nano": T0 + k * MIN, "start_time_unix_nano": 0,
+         "value": 0.1 * k, "count": 17 * k, "exp_scale": 0, "exp_zero_count": 2 * k,
+         "exp_zero_threshold": 0.0, "exp_positive_offset": -4, "exp_positive_counts": [10 * k, 5 * k],
+         "flags": 0}
+        for k in range(61)
+    ]  # fmt: skip
+    store.process(MetricBatch(pa.Table.from_pylist(points, schema=POINTS_SCHEMA),
+                              pa.Table.from_pylist([row], schema=SERIES_SCHEMA),
+                              EXEMPLARS_SCHEMA.empty_table()))  # fmt: skip
+    status = slo.status("latency", T0 + HOUR)
+    assert (status["good"], status["total"]) == pytest.approx((8 * 60, 17 * 60))
