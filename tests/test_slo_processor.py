@@ -571,3 +571,14 @@ def test_exponential_histogram_le_is_interpolated_inside_its_bucket(tmp_path):
                               EXEMPLARS_SCHEMA.empty_table()))  # fmt: skip
     status = slo.status("latency", T0 + HOUR)
     assert (status["good"], status["total"]) == pytest.approx((8 * 60, 17 * 60))
+
+
+def test_ticks_evaluate_once_per_evaluation_interval(tmp_path):
+    slo, store = engine(tmp_path, AVAILABILITY, evaluation_interval="30s")
+    store.process(counter_batch(FILES, files(T0, 60, 100, {})))
+    emitted = []
+    slo.bind_emit(emitted.append)
+    for offset_s in (0, 10, 29, 30, 45, 61):
+        slo.tick(T0 + HOUR + offset_s * S)
+    times = sorted({t for b in emitted for t in b.points.column("time_unix_nano").to_pylist()})
+    assert times == [T0 + HOUR, T0 + HOUR + 30 * S, T0 + HOUR + 61 * S]

@@ -128,7 +128,8 @@ class SLOs:
 
     def tick(self, now_unix_nano: int) -> None:
         with self._lock:
-            if self._last_eval is not None and now_unix_nano - self._last_eval < self.interval_ns:
+            since = None if self._last_eval is None else now_unix_nano - self._last_eval
+            if since is not None and 0 <= since < self.interval_ns:  # a clock set back evaluates at once
                 return
             self._last_eval = now_unix_nano
             self.evaluate(now_unix_nano)
