@@ -582,3 +582,55 @@ def test_ticks_evaluate_once_per_evaluation_interval(tmp_path):
         slo.tick(T0 + HOUR + offset_s * S)
     times = sorted({t for b in emitted for t in b.points.column("time_unix_nano").to_pylist()})
     assert times == [T0 + HOUR, T0 + HOUR + 30 * S, T0 + HOUR + 61 * S]
+
+
+class _ArchivedStore(MemoryStore):
+    """A store whose raw points begin late; the older history is in 1-minute rollup rows only,
+    as after raw retention dropped it."""
+
+    def __init__(self, rolled: pa.Table) -> None:
+        super().__init__()
+        self.rolled = rolled
+
+    def view(self):
+        inner, rolled = super().view(), self.rolled
+
+        class View:
+            head = inner.head
+            has_blocks = True
+
+            def points(self, *args, **kwargs):
+                return inner.points(*args, **kwargs)
+
+            def rollups(self, tier, series_ids, start_ns, end_ns, histograms=True):
+                begins = rolled.column("window_start_ns").to_numpy()
+                ids = rolled.column("series_id").to_numpy()
+                keep = (begins >= start_ns) & (begins < end_ns) & np.isin(ids, series_ids)
+                return rolled.filter(pa.array(keep))
+
+        return View()
+
+
+def test_a_window_longer_than_raw_retention_adds_the_older_rollup_events(tmp_path):
+    # 10 days of 100 files a minute; raw points kept only for the last 2 days (from minute f),
+    # the first 8 days as 1-minute rollups. The seam minute (the increment of the first raw point)
+    # is in neither; every other minute counts once.
+    from otel_audio.store.rollup import rollup
+
+    n, f = 10 * 1440, 8 * 1440
+    history = counter_batch(FILES, files(T0, n, 100, {}))
+    old = history.points.filter(pa.array(history.points.column("time_unix_nano").to_numpy() < T0 + f * MIN))
+    rolled, _ = rollup(old, history.series, MIN)
+    store = _ArchivedStore(rolled)
+    recent = history.points.filter(
+        pa.array(history.points.column("time_unix_nano").to_numpy() >= T0 + f * MIN)
+    )
+    store.process(MetricBatch(recent, history.series, EXEMPLARS_SCHEMA.empty_table()))
+    slo = SLOs({"defaults": False, "slos": [{**AVAILABILITY, "window": "30d"}]}, store, tmp_path)
+    _, good, total = slo.counts("availability", T0, T0 + n * MIN, DAY)
+    assert total.tolist() == [143_900] + [144_000] * 7 + [143_900, 144_000]
+    assert good.tolist() == total.tolist()
+    # the whole window: 100 * (f - 1) from rollups, and the raw 2 days as Prometheus extrapolates
+    # them (the window starts long before the first raw sample: half an interval, 30 s, added)
+    status = slo.status("availability", T0 + n * MIN)
+    assert status["total"] == pytest.approx(100 * (f - 1) + 288_000 * (2880 * 60 + 30) / (2880 * 60))

@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from otel_audio.processors.alerting.grammar import Selector
-from otel_audio.processors.slo.compute import Series, explicit_good_count, exponential_good_count
+from otel_audio.processors.slo.compute import explicit_good_count, exponential_good_count
 from otel_audio.store.query import Matcher, QueryEngine, QueryError
+from otel_audio.store.tiers import MINUTE
 
 _HIST = ("histogram", "exponential_histogram")
 
@@ -32,11 +33,30 @@ def matchers(selector: Selector, service: str = "") -> tuple[Matcher, ...]:
     return tuple(out)
 
 
+class Selection(list):
+    """The raw samples of the selected series (a list of ``(times, values)``), and the events of
+    their 1-minute rollups older than their raw points in the asked range (``archived_t``: each
+    rollup row's newest point time, ``archived_inc``: its increase).
+
+    Raw points are kept for ``storage.blocks.retention.raw`` (7 days by default); a longer SLO
+    window reads its older part from the rollups: plain increases, no extrapolation. The rollup
+    window holding a series' first raw point is left to neither (up to a minute of events at the
+    seam is not counted) so nothing counts twice.
+    """
+
+    archived_t: np.ndarray = np.zeros(0, np.int64)
+    archived_inc: np.ndarray = np.zeros(0)
+
+    def archived_events(self) -> float:
+        return float(self.archived_inc.sum())
+
+
 def samples(
     engine: QueryEngine, store: Any, selector: Selector, service: str, start_ns: int, end_ns: int,
     le: float = math.nan,
-) -> list[Series]:  # fmt: skip
-    """Raw samples with time in ``[start_ns, end_ns]`` of every matching series; [] if the metric is unknown.
+) -> Selection:  # fmt: skip
+    """Raw samples with time in ``[start_ns, end_ns]`` of every matching series (empty if the
+    metric is unknown), with the older rollup events (:class:`Selection`).
 
     Raises:
         ValueError: ``le`` is given and an explicit histogram has no bound equal to it.
@@ -44,12 +64,12 @@ def samples(
     try:
         meta = {m["name"]: m for m in engine.list_metrics()}.get(selector.metric)
         if meta is None:
-            return []
+            return Selection()
         rows = engine.list_series(selector.metric, matchers(selector, service))
     except QueryError:
-        return []
+        return Selection()
     if not rows:
-        return []
+        return Selection()
     kind, delta = meta["type"], meta["temporality"] == "delta"
     ids = np.array([r["series_id"] for r in rows], np.uint64)
     columns = ["series_id", "time_unix_nano", "flags"]
@@ -61,7 +81,8 @@ def samples(
         columns += ["bounds", "bucket_counts"]
     else:
         columns += ["exp_scale", "exp_zero_count", "exp_positive_offset", "exp_positive_counts"]
-    points = store.view().points(ids, start_ns, end_ns + 1).select(columns)
+    view = store.view()
+    points = view.points(ids, start_ns, end_ns + 1).select(columns)
     sid = points.column("series_id").to_numpy(zero_copy_only=False)
     times = points.column("time_unix_nano").to_numpy(zero_copy_only=False)
     flags = points.column("flags").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -75,13 +96,31 @@ def samples(
     else:
         values = points.column("value").to_numpy(zero_copy_only=False).astype(float)
     starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.array([], np.int64)
-    out = []
+    out = Selection()
+    first_raw: dict[int, int] = {}
     for lo, hi in zip(starts, [*starts[1:], len(sid)], strict=True):
         t, v = times[lo:hi], values[lo:hi]
         if delta:
             v = np.cumsum(v)
         out.append((t, v))
+        first_raw[int(sid[lo])] = int(t[0])
+    if view.has_blocks and math.isnan(le):  # histogram le needs bucket bounds: raw points only
+        _archive(out, view.rollups(MINUTE, ids, start_ns, end_ns + 1, histograms=False), start_ns, first_raw)
     return out
+
+
+def _archive(out: Selection, rolled: pa.Table, start_ns: int, first_raw: dict[int, int]) -> None:
+    if rolled.num_rows == 0:
+        return
+    sid = rolled.column("series_id").to_numpy(zero_copy_only=False)
+    begins = rolled.column("window_start_ns").to_numpy(zero_copy_only=False)
+    ends = begins + rolled.column("window_ns").to_numpy(zero_copy_only=False)
+    increase = rolled.column("increase").to_numpy(zero_copy_only=False).astype(float)
+    last = rolled.column("last_time_ns").to_numpy(zero_copy_only=False)
+    never = np.iinfo(np.int64).max
+    first = np.array([first_raw.get(int(x), never) for x in sid], dtype=np.int64)
+    keep = (begins >= start_ns) & (ends <= first) & ~np.isnan(increase)
+    out.archived_t, out.archived_inc = last[keep], increase[keep]
 
 
 def _histogram_values(points: pa.Table, kind: str, le: float) -> np.ndarray:
