@@ -82,7 +82,7 @@ def samples(
     else:
         columns += ["exp_scale", "exp_zero_count", "exp_positive_offset", "exp_positive_counts"]
     view = store.view()
-    points = view.points(ids, start_ns, end_ns + 1).select(columns)
+    points = view.points(ids, start_ns, end_ns + 1, columns).select(columns)
     sid = points.column("series_id").to_numpy(zero_copy_only=False)
     times = points.column("time_unix_nano").to_numpy(zero_copy_only=False)
     flags = points.column("flags").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
