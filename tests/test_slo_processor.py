@@ -634,3 +634,21 @@ def test_a_window_longer_than_raw_retention_adds_the_older_rollup_events(tmp_pat
     # them (the window starts long before the first raw sample: half an interval, 30 s, added)
     status = slo.status("availability", T0 + n * MIN)
     assert status["total"] == pytest.approx(100 * (f - 1) + 288_000 * (2880 * 60 + 30) / (2880 * 60))
+
+
+def test_history_flushed_to_blocks_counts_once(tmp_path):
+    # two days of 100 a minute with 100 minutes half bad, flushed to raw blocks and 1m rollups:
+    # raw points cover the window, so the rollups add nothing (288,000 total, 5,000 bad)
+    from otel_audio.store.tiered import TieredStore
+
+    store = TieredStore(tmp_path / "store", background=False)
+    store.process(counter_batch(FILES, files(T0, 2 * 1440, 100, {k: 50 for k in range(1000, 1100)})))
+    store.flush()
+    store.wait(30)
+    assert store.view().has_blocks
+    slo = SLOs({"defaults": False, "slos": [{**AVAILABILITY, "window": "30d"}]}, store, tmp_path)
+    status = slo.status("availability", T0 + 2 * DAY)
+    assert (status["total"], status["good"]) == pytest.approx((288_000, 283_000))
+    _, good, total = slo.counts("availability", T0, T0 + 2 * DAY, DAY)
+    assert total.tolist() == [143_900, 144_000] and good.tolist() == [138_900, 144_000]
+    store.close()
