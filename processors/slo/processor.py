@@ -170,13 +170,13 @@ class SLOs:
                 ratios[label] = float((1 - verdicts[inside]).sum() / n) if n else math.nan
         else:
             good_s, bad_s, total_s = self._series(spec, start, now)
-            total = _events(total_s, start, now)
+            total = read.window_events(total_s, start, now)
             if bad_s is not None:
-                bad = _events(bad_s, start, now)
+                bad = read.window_events(bad_s, start, now)
                 good = total - (0.0 if math.isnan(bad) else bad)
                 ratios = {label: compute.window_ratio(bad_s, total_s, now - w, now) for label, w in scaled}
             else:
-                g = _events(good_s, start, now)
+                g = read.window_events(good_s, start, now)
                 good = 0.0 if math.isnan(g) else g
                 ratios = {
                     label: 1 - compute.window_ratio(good_s, total_s, now - w, now) for label, w in scaled
@@ -245,11 +245,11 @@ class SLOs:
             values = results[0].values if results else np.full(n, np.nan)
             return compute.threshold_verdicts(values[:n], sli.op, sli.value), starts
         good_s, bad_s, total_s = self._series(spec, first - ts, end)
-        total = _step_events(total_s, first, end, ts)
+        total = read.step_events(total_s, first, end, ts)
         if bad_s is not None:
-            good = total - _step_events(bad_s, first, end, ts)
+            good = total - read.step_events(bad_s, first, end, ts)
         else:
-            good = _step_events(good_s, first, end, ts)
+            good = read.step_events(good_s, first, end, ts)
         return compute.timeslice_verdicts(good, total, spec.timeslice_target), starts
 
     # -- runtime definitions ----------------------------------------------------------------------
@@ -311,11 +311,11 @@ class SLOs:
             np.add.at(total, k[ok], 1.0)
             return t, good, total
         good_s, bad_s, total_s = self._series(spec, start_ns - step_ns, start_ns + n * step_ns)
-        total = _step_events(total_s, start_ns, end_ns, step_ns)
+        total = read.step_events(total_s, start_ns, end_ns, step_ns)
         if bad_s is not None:
-            good = total - _step_events(bad_s, start_ns, end_ns, step_ns)
+            good = total - read.step_events(bad_s, start_ns, end_ns, step_ns)
         else:
-            good = _step_events(good_s, start_ns, end_ns, step_ns)
+            good = read.step_events(good_s, start_ns, end_ns, step_ns)
         return t, good, total
 
     def alert_rules(self) -> list[dict[str, Any]]:
@@ -381,24 +381,6 @@ class SLOs:
             os.fsync(f.fileno())
         os.replace(tmp, self._path())
         fsync_path(self.dir)
-
-
-def _events(selection: read.Selection, start: int, end: int) -> float:
-    """Events of the whole window: Prometheus's increase of the raw samples plus older rollup events."""
-    raw = compute.sum_increase(selection, start, end)
-    archived = selection.archived_events() if len(selection.archived_inc) else math.nan
-    if math.isnan(raw):
-        return archived
-    return raw + (0.0 if math.isnan(archived) else archived)
-
-
-def _step_events(selection: read.Selection, start: int, end: int, step: int) -> np.ndarray:
-    """Events per step: raw increments plus rollup events, each at the time it was reported."""
-    out = compute.step_increases(selection, start, end, step)
-    k = (selection.archived_t - start) // step
-    inside = (selection.archived_t >= start) & (k < len(out))
-    np.add.at(out, k[inside], selection.archived_inc[inside])
-    return out
 
 
 def _period(spec: SLOSpec, now: int) -> tuple[int, int]:

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from otel_audio.processors.alerting.grammar import Selector
+from otel_audio.processors.slo import compute
 from otel_audio.processors.slo.compute import explicit_good_count, exponential_good_count
 from otel_audio.store.query import Matcher, QueryEngine, QueryError
 from otel_audio.store.tiers import MINUTE
@@ -121,6 +122,24 @@ def _archive(out: Selection, rolled: pa.Table, start_ns: int, first_raw: dict[in
     first = np.array([first_raw.get(int(x), never) for x in sid], dtype=np.int64)
     keep = (begins >= start_ns) & (ends <= first) & ~np.isnan(increase)
     out.archived_t, out.archived_inc = last[keep], increase[keep]
+
+
+def window_events(selection: Selection, start: int, end: int) -> float:
+    """Events of the whole window: Prometheus's increase of the raw samples plus older rollup events."""
+    raw = compute.sum_increase(selection, start, end)
+    archived = selection.archived_events() if len(selection.archived_inc) else math.nan
+    if math.isnan(raw):
+        return archived
+    return raw + (0.0 if math.isnan(archived) else archived)
+
+
+def step_events(selection: Selection, start: int, end: int, step: int) -> np.ndarray:
+    """Events per step: raw increments plus rollup events, each at the time it was reported."""
+    out = compute.step_increases(selection, start, end, step)
+    k = (selection.archived_t - start) // step
+    inside = (selection.archived_t >= start) & (k < len(out))
+    np.add.at(out, k[inside], selection.archived_inc[inside])
+    return out
 
 
 def _histogram_values(points: pa.Table, kind: str, le: float) -> np.ndarray:
