@@ -652,3 +652,22 @@ def test_history_flushed_to_blocks_counts_once(tmp_path):
     _, good, total = slo.counts("availability", T0, T0 + 2 * DAY, DAY)
     assert total.tolist() == [143_900, 144_000] and good.tolist() == [138_900, 144_000]
     store.close()
+
+
+def test_an_slo_defined_through_the_api_is_back_with_its_rules_after_a_restart(start_receiver, tmp_path):
+    import requests
+
+    processors = ["selfmon", {"slo": {"defaults": False}}, "store", "alerting"]
+    first = start_receiver(data_dir=tmp_path / "d", processors=processors, tick_interval_s=3600)
+    url = f"http://127.0.0.1:{first.api_port}/api/v1/slos"
+    assert requests.post(url, json={**AVAILABILITY, "name": "checkout"}, timeout=10).status_code == 201
+    first.stop(grace_s=1)
+    again = start_receiver(data_dir=tmp_path / "d", processors=processors, tick_interval_s=3600)
+    body = api(again, "/api/v1/slos/checkout").json()
+    assert body["source"] == "api" and body["definition"]["objective"] == 0.99
+    rules = {r["name"]: r for r in api(again, "/api/v1/rules").json()["rules"]}
+    assert rules["SLOBurnRate:checkout:2m"]["source"] == "slo"  # 1h scaled to a 1-day window
+    refused = requests.delete(
+        f"http://127.0.0.1:{again.api_port}/api/v1/rules/SLOBurnRate:checkout:2m", timeout=10
+    )
+    assert refused.status_code == 403
