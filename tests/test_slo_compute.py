@@ -172,3 +172,14 @@ def test_exponential_histogram_good_count_interpolates_the_bucket_holding_le():
     # le 0.1 lies in (0.0625, 0.125] at (0.1 - 0.0625) / 0.0625 = 0.6 of it: 2 + 10 * 0.6 = 8
     assert exponential_good_count(0, 2, -4, np.array([10.0, 5.0]), 0.1) == pytest.approx(8)
     assert exponential_good_count(0, 2, -4, np.array([10.0, 5.0]), 0.25) == pytest.approx(17)
+
+
+def test_calculate_error_budget_takes_an_slo_spec_and_its_window_as_the_period():
+    from otel_audio.processors.slo.spec import slo_from_dict
+
+    spec = slo_from_dict(
+        {"name": "a", "objective": 0.999, "window": "30d", "sli": {"ratio": {"good": "g", "total": "t"}}}
+    )
+    assert calculate_error_budget(spec, 999_600, 1_000_000) == calculate_error_budget(
+        0.999, 999_600, 1_000_000, period_s=30 * DAY_S
+    )

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -145,12 +146,14 @@ class ErrorBudget:
 
 
 def calculate_error_budget(
-    objective: float, good: float, total: float, *, period_s: float, current_burn_rate: float | None = None
-) -> ErrorBudget:
-    """The error budget of ``good`` out of ``total`` events (or slices) against ``objective``.
+    slo: Any, good: float, total: float, *, period_s: float | None = None,
+    current_burn_rate: float | None = None,
+) -> ErrorBudget:  # fmt: skip
+    """The error budget of ``good`` out of ``total`` events (or slices) against the SLO's objective.
 
     Args:
-        objective: the SLO target in (0, 1), e.g. 0.999.
+        slo: the objective in (0, 1), e.g. 0.999, or an SLO spec (its ``objective``, and its
+            window as the default ``period_s``).
         good: good events (or good slices) in the window.
         total: all events (or all slices with data) in the window.
         period_s: the SLO period in seconds (30 days: 2,592,000), for the time to exhaustion.
@@ -160,6 +163,12 @@ def calculate_error_budget(
     Example: objective 0.999, 1,000,000 requests, 400 bad: budget 1,000, consumed 400
     (0.4), remaining 600 (0.6); at burn rate 2 it lasts ``0.6 * 30 d / 2 = 9 d``.
     """
+    objective = float(getattr(slo, "objective", slo))
+    if period_s is None:
+        window_ns = getattr(slo, "window_ns", None)
+        if window_ns is None:
+            raise ValueError("period_s is required with a bare objective")
+        period_s = window_ns / 1e9
     bad = max(total - good, 0.0)
     allowed = (1.0 - objective) * total
     sli = good / total if total > 0 else math.nan
