@@ -671,3 +671,13 @@ def test_an_slo_defined_through_the_api_is_back_with_its_rules_after_a_restart(s
         f"http://127.0.0.1:{again.api_port}/api/v1/rules/SLOBurnRate:checkout:2m", timeout=10
     )
     assert refused.status_code == 403
+
+
+def test_a_timeslice_slo_burns_over_windows_of_at_least_two_slices():
+    from otel_audio.processors.slo.spec import DEFAULT_SLOS as SHIPPED
+
+    throughput = slo_from_dict(next(s for s in SHIPPED if s["name"] == "throughput"))
+    spans = dict(windows(throughput))
+    # a 1d SLO scales 5m to 10s and 30m to 1m; with 1m slices neither need hold a whole slice
+    assert min(spans.values()) == 2 * 60 * 10**9
+    assert sorted(spans.values()) == list(spans.values())  # still ordered short to long

@@ -65,8 +65,13 @@ BURN_ALERTS = (
 
 
 def scaled(base_ns: int, spec: SLOSpec) -> int:
-    """A base window scaled to the SLO's period (whole seconds); 30 days leaves it as is."""
-    return max(10**9, round(base_ns * spec.window_ns / BASE_PERIOD_NS / 10**9) * 10**9)
+    """A base window scaled to the SLO's period (whole seconds); 30 days leaves it as is.
+
+    A timeslice SLO's windows are at least two timeslices long: a shorter window need not hold a
+    whole slice, and would give no burn rate at all (a 1d SLO of 1m slices scales 5m to 10s).
+    """
+    floor = 2 * spec.timeslice_ns if spec.budgeting == "timeslices" else 10**9
+    return max(floor, round(base_ns * spec.window_ns / BASE_PERIOD_NS / 10**9) * 10**9)
 
 
 def short_windows(spec: SLOSpec) -> list[str]:
