@@ -219,3 +219,17 @@ def test_the_documented_configuration_is_accepted_as_written(tmp_path, monkeypat
         assert sorted(alerting.channels) == ["ops-mail", "pager", "slack"]
     finally:
         alerting.close()
+
+
+def test_a_rule_added_at_run_time_judges_the_history_already_stored(start_receiver, hook):
+    chain = ["selfmon", _alerting(hook, rules=[]), "store"]
+    receiver = start_receiver(processors=chain, tick_interval_s=3600)
+    for value in (3.0, 5.0):  # stored before any rule reads the metric
+        _send(receiver, "enhancer", value)
+    rule = {"name": "SlowOverall", "condition": "avg(audio.stage.duration, 10m) > 3.5"}
+    assert _post(receiver, "/api/v1/rules", rule).status_code == 201
+    receiver.chain.tick(time.time_ns())  # the ticker's evaluation, on the wall clock
+    (request,) = hook.wait_for(1, "/ops")
+    (alert,) = request.body["alerts"]
+    assert alert["labels"]["alertname"] == "SlowOverall"
+    assert api(receiver, "/api/v1/alerts").json()["alerts"][0]["value"] == pytest.approx(4.0)

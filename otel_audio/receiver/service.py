@@ -75,13 +75,13 @@ def _alerting(options: dict[str, Any], context: ChainContext) -> Any:
     except ValueError as exc:
         raise ConfigError(f"processors.alerting: {exc}") from None
     context.shared["alerting"] = alerting
-    alerting.warm(context.shared["store"].view(), time.time_ns())  # windows as they were before a restart
     slo = context.shared.get("slo")  # burn-rate rules of the SLOs (the slo stage comes first)
     if slo is not None:
         try:
             alerting.set_source_rules("slo", slo.alert_rules())
         except ValueError as exc:
             raise ConfigError(f"processors.alerting: {exc}") from None
+    alerting.attach_store(context.shared["store"].view)  # windows as they were before a restart
     return alerting
 
 

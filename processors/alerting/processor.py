@@ -116,6 +116,7 @@ class Alerting:
         self._rules: dict[str, _Rule] = {}
         self._sent_keys: dict[tuple[str, str], str] = {}
         self._pruned_at = 0
+        self._view: Callable[[], Any] | None = None  # the store's view, once attached
         for rule in rules + self._load_api_rules():
             self._install(rule)
         self.dispatcher = Dispatcher(
@@ -212,7 +213,9 @@ class Alerting:
                 raise PermissionError(_read_only(existing.rule))
             if existing is not None:
                 self._uninstall(rule.name)
+            watched = self.windows.metrics
             self._install(rule)
+            self._warm(self.windows.metrics - watched)
             self._save_api_rules()
             self.dispatcher.set_route(self._route(), self.clock())
             return rule
@@ -245,9 +248,11 @@ class Alerting:
             for name, entry in list(self._rules.items()):
                 if entry.rule.source == source and wanted.get(name) != entry.rule:
                     self._uninstall(name)
+            watched = self.windows.metrics
             for rule in rules:
                 if rule.name not in self._rules:
                     self._install(rule)
+            self._warm(self.windows.metrics - watched)
             self.dispatcher.set_route(self._route(), self.clock())
 
     def test_condition(self, condition: str, at_ns: int) -> list[Sample]:
@@ -263,34 +268,38 @@ class Alerting:
             finally:
                 evaluator.close()
 
-    def warm(self, view: Any, now_ns: int) -> int:
-        """Fill the rule windows from the store after a start; returns the points read.
+    def attach_store(self, view: Callable[[], Any]) -> None:
+        """Read the windows of every watched metric from the store now, and of metrics later
+        rules watch when they are added (``view``: the store's ``view`` method).
 
         The windows live in memory, and a graceful stop flushes the head to blocks (so the WAL
         replay that follows a start is short): without this a restart would find every window
-        empty and resolve alerts that still hold. ``view`` is the store's
-        :meth:`~otel_audio.store.tiered.TieredStore.view`; the replay comes after this call.
+        empty and resolve alerts that still hold, and a rule added through the API would judge
+        ``avg(x, 1h)`` on the minutes since it was made. Call it before the WAL replay.
         """
         with self._lock:
-            longest = {name: self.windows.metric(name).longest for name in self.windows.metrics}
-            if not longest:
-                return 0
-            series = view.head.series
-            series = series.filter(pc.is_in(series.column("metric"), pa.array(list(longest), pa.string())))
-            if series.num_rows == 0:
-                return 0
-            ids = series.column("series_id").combine_chunks()
-            start = now_ns - max(longest.values())
-            points = view.points(ids.to_numpy(), start, now_ns + 1)
-            keep = pc.and_(
-                pc.is_in(points.column("series_id"), ids),
-                pc.greater_equal(points.column("time_unix_nano"), start),
-            )
-            points = points.filter(keep)
-            if points.num_rows:
-                points = points.take(pc.sort_indices(points, [("time_unix_nano", "ascending")]))
-                self.windows.observe(MetricBatch(points, series, EXEMPLARS_SCHEMA.empty_table()))
-            return points.num_rows
+            self._view = view
+            self._warm(self.windows.metrics)
+
+    def _warm(self, metrics: frozenset[str] | set[str]) -> int:
+        """Feed ``metrics``' recent points from the store to the windows; the points read."""
+        if self._view is None or not metrics:
+            return 0
+        longest = {name: self.windows.metric(name).longest for name in metrics}
+        view, now_ns = self._view(), self.clock()
+        series = view.head.series
+        series = series.filter(pc.is_in(series.column("metric"), pa.array(list(longest), pa.string())))
+        if series.num_rows == 0:
+            return 0
+        ids = series.column("series_id").combine_chunks()
+        start = now_ns - max(longest.values())
+        points = view.points(ids.to_numpy(), start, now_ns + 1)
+        recent = pc.greater_equal(points.column("time_unix_nano"), start)
+        points = points.filter(pc.and_(pc.is_in(points.column("series_id"), ids), recent))
+        if points.num_rows:
+            points = points.take(pc.sort_indices(points, [("time_unix_nano", "ascending")]))
+            self.windows.observe(MetricBatch(points, series, EXEMPLARS_SCHEMA.empty_table()))
+        return points.num_rows
 
     def active_alerts(self) -> list[Alert]:
         with self._lock:
