@@ -227,6 +227,8 @@ def test_a_rule_added_at_run_time_judges_the_history_already_stored(start_receiv
     for value in (3.0, 5.0):  # stored before any rule reads the metric
         _send(receiver, "enhancer", value)
     rule = {"name": "SlowOverall", "condition": "avg(audio.stage.duration, 10m) > 3.5"}
+    dry = _post(receiver, "/api/v1/rules/test", {"condition": rule["condition"]}).json()["samples"]
+    assert [(s["labels"]["service"], s["value"]) for s in dry] == [("enhancer", pytest.approx(4.0))]
     assert _post(receiver, "/api/v1/rules", rule).status_code == 201
     receiver.chain.tick(time.time_ns())  # the ticker's evaluation, on the wall clock
     (request,) = hook.wait_for(1, "/ops")

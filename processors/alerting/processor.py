@@ -256,13 +256,13 @@ class Alerting:
             self.dispatcher.set_route(self._route(), self.clock())
 
     def test_condition(self, condition: str, at_ns: int) -> list[Sample]:
-        """What a condition gives now over the windows kept so far (a dry run; nothing fires).
-
-        Windows hold only metrics some rule reads, so a new metric's history starts with the rule.
-        """
+        """What a condition gives at ``at_ns`` (a dry run; nothing fires); metrics no rule reads
+        yet are read from the store for it."""
         parsed = parse(condition)
         with self._lock:
+            watched = self.windows.metrics
             evaluator = Evaluator(parsed, self.windows)
+            self._warm(self.windows.metrics - watched)
             try:
                 return evaluator.evaluate(at_ns)
             finally:
