@@ -14,9 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from otel_audio.api import alerts, query, reports, slo, traces
+from otel_audio.api import alerts, query, reports, slo, stream, traces, views
 from otel_audio.api import jaeger as jaeger_api
 from otel_audio.api.params import ParamError
+from otel_audio.dashboard import web as dashboard_web
 from otel_audio.store.query import QueryError
 from otel_audio.version import __version__
 
@@ -31,6 +32,7 @@ def build_api_app(receiver: Any) -> FastAPI:
     public = set(_HEALTH_PATHS) if receiver.config.server.auth.public_health else set()
     if receiver.config.server.auth.public_metrics:
         public.add("/metrics")
+    public |= dashboard_web.PUBLIC_PATHS  # the page's files; its data calls send the token
 
     @app.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Response:
@@ -65,4 +67,7 @@ def build_api_app(receiver: Any) -> FastAPI:
     app.include_router(reports.router)
     app.include_router(jaeger_api.router)
     app.include_router(slo.router)
+    app.include_router(views.router)
+    app.include_router(stream.router)
+    dashboard_web.mount(app)
     return app

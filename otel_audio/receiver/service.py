@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from otel_audio.dashboard.hub import DashboardHub
 from otel_audio.receiver.auth import TokenAuth
 from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.chain import ChainContext, ProcessorChain, build_chain, register
@@ -204,6 +205,8 @@ class Receiver:
         self.chain: ProcessorChain = build_chain(
             config.processors, ChainContext(str(self.data_dir), self.metrics, shared)
         )
+        self.dashboard = DashboardHub()  # last in the chain: live updates see what was stored
+        self.chain.processors.append(self.dashboard)
         self.state = StateDB(self.data_dir)  # small transactional state: alerts, silences, outbox
         self.alerting = shared.get("alerting")  # the API's way to rules, alerts, silences, incidents
         self.slo = shared.get("slo")  # the API's way to SLOs
