@@ -240,7 +240,12 @@ class Windows:
                 del self._metrics[name]
                 if name in self._names:  # its series register afresh if it is watched again
                     kept = self._where[:, 0] != self._names.index(name)
+                    gone = pa.array(self._sids[~kept], pa.uint64())
                     self._sids, self._where = self._sids[kept], self._where[kept]
+                    # ... and forget their newest points, or points read again later would be late
+                    carried = self._carry.points
+                    keep = pc.invert(pc.is_in(carried.column("series_id"), value_set=gone))
+                    self._carry = Carry(carried.filter(keep))
         for name, (longest, buckets) in wanted.items():
             metric = self._metrics.setdefault(name, MetricPoints(self._bounds))
             metric.longest, metric.buckets = longest, buckets
