@@ -14,6 +14,9 @@ The SDK plugin's public API::
         clean = enhance(noisy, sample_rate=16_000)
         record_quality(pesq=3.9, stoi=0.93, snr=21.0)
 
+``ProductionMonitor`` (:mod:`otel_audio.monitor`) is loaded on first access, and imports the
+receiver only when an embedded monitor starts.
+
 This package never imports the receiver side (``otel_audio.receiver``, ``.store``, ``.api``,
 ``.processors``); installing ``otel-audio`` without extras gives exactly this.
 """
@@ -32,6 +35,7 @@ from otel_audio.version import __version__
 __all__ = [
     "AudioInfo",
     "ContextExecutor",
+    "ProductionMonitor",
     "SignalStats",
     "Telemetry",
     "__version__",
@@ -52,3 +56,11 @@ __all__ = [
     "signal_stats",
     "wrap",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "ProductionMonitor":  # lazily: the SDK side stays light
+        from otel_audio.monitor import ProductionMonitor
+
+        return ProductionMonitor
+    raise AttributeError(f"module 'otel_audio' has no attribute {name!r}")
