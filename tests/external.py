@@ -10,7 +10,9 @@ in turn, then 200. A path can also be held (``hold(path)``) so requests to it bl
 ``release(path)``: a slow receiver whose slowness is an event, not a sleep.
 
 ``Prometheus``: Debian's ``prometheus`` on a loopback port with its own data dir and config, fed by
-``promtool tsdb create-blocks-from openmetrics`` and asked instant queries at given times.
+``promtool tsdb create-blocks-from openmetrics`` and asked instant queries at given times; in scrape
+mode (``scrape(target, bearer_token)``) it scrapes a receiver's ``/metrics`` every second, and its
+remote-write receiver (``/api/v1/write``) is always on.
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ class Prometheus:
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._log = os.path.join(self.workdir, "prometheus.log")
+        self._scrape_jobs: list[dict[str, Any]] = []
         os.makedirs(self.data_dir, exist_ok=True)
 
     def backfill(self, openmetrics: str) -> None:
@@ -192,12 +195,34 @@ class Prometheus:
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def scrape(self, target: str, bearer_token: str | None = None, job: str = "otel-audio") -> None:
+        """Scrape ``target`` (host:port, path ``/metrics``) every second, before ``start()``.
+
+        ``honor_labels`` keeps the page's own ``job`` (a series' ``service.name``), as
+        ``collector-config/prometheus/prometheus.yml`` does.
+        """
+        entry: dict[str, Any] = {
+            "job_name": job,
+            "scrape_interval": "1s",
+            "scrape_timeout": "1s",
+            "honor_labels": True,
+            "static_configs": [{"targets": [target]}],
+        }
+        if bearer_token:
+            token_file = os.path.join(self.workdir, f"{job}.token")
+            with open(token_file, "w") as out:
+                out.write(bearer_token)
+            entry["authorization"] = {"type": "Bearer", "credentials_file": token_file}
+        self._scrape_jobs.append(entry)
+
     def start(self, timeout: float = 30.0) -> Prometheus:
         config = os.path.join(self.workdir, "prometheus.yml")
         with open(config, "w") as out:
             out.write("global:\n  evaluation_interval: 30s\n")
             if self.rule_files:
                 out.write("rule_files:\n" + "".join(f"  - {json.dumps(p)}\n" for p in self.rule_files))
+            if self._scrape_jobs:  # JSON is YAML
+                out.write(f"scrape_configs: {json.dumps(self._scrape_jobs)}\n")
         command = [
             self.binary,
             f"--config.file={config}",

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse, Response
 
 from otel_audio.api import alerts, query, reports, slo, stream, traces, views
 from otel_audio.api import jaeger as jaeger_api
+from otel_audio.api.exposition import CONTENT_TYPE, Exposition
 from otel_audio.api.params import ParamError
 from otel_audio.dashboard import web as dashboard_web
 from otel_audio.store.query import QueryError
@@ -57,9 +57,11 @@ def build_api_app(receiver: Any) -> FastAPI:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "starting"}, 503)
 
-    @app.get("/metrics", tags=["health"], summary="The receiver's own metrics, Prometheus text format")
+    exposition = Exposition(receiver.store, receiver.metrics.registry, receiver.config.exposition)
+
+    @app.get("/metrics", tags=["health"], summary="Self-metrics and processor series, Prometheus text format")
     def metrics() -> Response:
-        return PlainTextResponse(generate_latest(receiver.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition.render(), media_type=CONTENT_TYPE)
 
     app.include_router(query.router)
     app.include_router(traces.router)

@@ -101,6 +101,17 @@ class LimitsConfig:
 
 
 @dataclass
+class ExpositionConfig:
+    """What ``/metrics`` serves besides the self-metrics (docs/prometheus.md)."""
+
+    processors: bool = True  # the newest point of every series the processors emit
+    metrics: list[str] = field(default_factory=list)  # regexes (full match) of ingested metrics to add
+    lookback_s: int = 900  # series whose newest point is older than this are left out
+    max_series: int = 10_000  # series beyond this are left out and counted
+    cache_ms: int = 1000  # scrapes within this time of the last get the same page
+
+
+@dataclass
 class ProcessorConfig:
     """One member of the processor chain: its registered name and its options."""
 
@@ -119,6 +130,7 @@ class ReceiverConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    exposition: ExpositionConfig = field(default_factory=ExpositionConfig)
     processors: list[ProcessorConfig] = field(default_factory=_default_processors)
     tick_interval_s: float = 1.0
 
@@ -135,6 +147,8 @@ _MINIMUMS = {
     "flush_interval_s": 1,
     "head_max_bytes": 1024 * 1024,
     "maintenance_interval_s": 1,
+    "lookback_s": 1,
+    "max_series": 1,
 }
 
 
