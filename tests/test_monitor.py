@@ -247,7 +247,7 @@ def test_invalid_slos_are_refused_naming_the_field(any_monitor):
     with pytest.raises(MonitorError, match="objective"):
         any_monitor.define_slo({"name": "bad", "objective": 1.5, "window": "7d",
                                 "sli": {"ratio": {"good": "a", "total": "b"}}})  # fmt: skip
-    with pytest.raises(MonitorError, match="comes from the defaults SLOs"):
+    with pytest.raises(MonitorError, match="comes from the default SLOs"):
         any_monitor.delete_slo("availability")
     with pytest.raises(MonitorError, match="not found"):
         any_monitor.slo_status("no_such_slo")
