@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from otel_audio.receiver.config import ConfigError, ExpositionConfig
-from otel_audio.receiver.promnames import PromSeries, describe, exportable, samples
+from otel_audio.receiver.promnames import PromSeries, describe_row, exportable, samples
 
 # Every name on the page is a classic one ([a-zA-Z_:][a-zA-Z0-9_:]*), so the classic format's type.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -102,7 +102,7 @@ class Exposition:
         by_family: dict[str, tuple[PromSeries, list[tuple[str, dict[str, str], float]]]] = {}
         for point in newest:
             row = rows[point["series_id"]]
-            prom = _describe(row)
+            prom = describe_row(row)
             first, found = by_family.setdefault(prom.family, (prom, []))
             if first.type != prom.type:
                 continue  # one name, two types: Prometheus would refuse the page; the first type wins
@@ -166,18 +166,6 @@ class Exposition:
         sid = points.column("series_id").to_numpy()
         last = np.flatnonzero(np.append(sid[1:] != sid[:-1], True))
         return points.take(pa.array(last)).to_pylist()
-
-
-def _describe(row: dict[str, Any]) -> PromSeries:
-    return describe(
-        row["metric"],
-        row["unit"] or "",
-        row["type"],
-        bool(row["monotonic"]),
-        row["description"] or "",
-        row["resource"] or "{}",
-        row["attributes"] or "{}",
-    )
 
 
 class _Families:

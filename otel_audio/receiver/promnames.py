@@ -157,6 +157,19 @@ def describe(
     return PromSeries(family, prom_type, tuple(sorted(labels.items())), description or metric, kind)
 
 
+def describe_row(row: Mapping[str, Any]) -> PromSeries:
+    """:func:`describe` of a ``SERIES_SCHEMA`` row."""
+    return describe(
+        row["metric"],
+        row["unit"] or "",
+        row["type"],
+        bool(row["monotonic"]),
+        row["description"] or "",
+        row["resource"] or "{}",
+        row["attributes"] or "{}",
+    )
+
+
 def samples(series: PromSeries, point: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, str], float]]:
     """(sample name, labels, value) of one ``POINTS_SCHEMA`` row of the series."""
     labels = dict(series.labels)

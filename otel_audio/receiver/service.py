@@ -100,6 +100,16 @@ def _slo(options: dict[str, Any], context: ChainContext) -> Any:
     return slo
 
 
+@register("remote_write")
+def _remote_write(options: dict[str, Any], context: ChainContext) -> Any:
+    from otel_audio.receiver.remote_write import from_options  # docs/prometheus.md
+
+    try:
+        return from_options(options, context.metrics.registry)
+    except ValueError as exc:
+        raise ConfigError(f"processors.remote_write: {exc}") from None
+
+
 @register("selfmon")
 def _selfmon(options: dict[str, Any], context: ChainContext) -> SelfMonitor:
     if options:
