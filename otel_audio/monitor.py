@@ -247,14 +247,15 @@ class ProductionMonitor:
         }
         self.add_alert_rule(name, condition, severity, channels=self.alert_channels or None, **rule)
         fired: list[dict[str, Any]] = []
-        deadline = time.monotonic() + wait_s
+        began, deadline = time.time(), time.monotonic() + wait_s
         try:
             while time.monotonic() < deadline:
                 fired = [a for a in self.active_alerts() if a["labels"].get("alertname") == name]
                 if fired and all(a["state"] == "firing" for a in fired):
                     break
                 time.sleep(0.05)
-            self._await_delivery(name, deadline)
+            if fired and self.alert_channels:
+                self._await_delivery(name, began, deadline)
         finally:
             self.remove_alert_rule(name)
         return [
@@ -263,13 +264,14 @@ class ProductionMonitor:
             if a["state"] == "firing"
         ]
 
-    def _await_delivery(self, name: str, deadline: float) -> None:
+    def _await_delivery(self, name: str, since: float, deadline: float) -> None:
         """Wait until the outbox holds the firing notification (so removing the rule cannot race it)."""
         while time.monotonic() < deadline:
             deliveries = self.backend.api("GET", "/api/v1/notifications", params={"limit": 1000})[
                 "deliveries"
             ]
-            if any(name in str(d) for d in deliveries):
+            key = f'alertname="{name}"'
+            if any(key in d["group_key"] and d["created_at"] >= since - 1 for d in deliveries):
                 return
             time.sleep(0.05)
 

@@ -320,3 +320,25 @@ def test_building_blocks_are_the_engine_modules():
     t = np.arange(200, dtype=np.int64) * 60 * 10**9
     rules = IntelligentAlertGenerator.suggest({"latency": (t, 50 + np.sin(np.arange(200)))})
     assert rules and all(r.condition for r in rules)
+
+
+def test_the_docs_example_runs_as_an_unguarded_script(channel_env, hooks, inbox):
+    """docs/production-monitor.md's first block, top-level code in a fresh interpreter (no
+    ``if __name__ == "__main__"``: the embedded store must not spawn a process re-running it)."""
+    import os
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "production-monitor.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)[0]
+    script = Path(os.environ["OTEL_AUDIO_DATA_DIR"]).parent / "example.py"
+    script.write_text(block)
+    root = str(Path(__file__).resolve().parents[1])  # a checkout; an installed wheel ships monitoring too
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:3] == ["healthy 1 1", "[45.2]", "None"]
+    assert "manual.latency_40" in done.stdout
+    assert "manual.latency_40" in hooks.wait_for(1, "/slack")[0].body["text"]
