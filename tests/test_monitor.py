@@ -342,3 +342,88 @@ def test_the_docs_example_runs_as_an_unguarded_script(channel_env, hooks, inbox)
     assert done.stdout.splitlines()[:3] == ["healthy 1 1", "[45.2]", "None"]
     assert "manual.latency_40" in done.stdout
     assert "manual.latency_40" in hooks.wait_for(1, "/slack")[0].body["text"]
+
+
+def _counter_request(service: str, totals: dict[str, float]) -> Any:
+    """Cumulative counters from 0 five minutes ago to ``totals`` a minute ago."""
+    from tests.receiver_helpers import cumulative_counter, metrics_request
+
+    now, second = time.time_ns(), 10**9
+    start = now - 600 * second
+    counters = [
+        cumulative_counter(name, [(start, now - 300 * second, 0.0), (start, now - 60 * second, total)])
+        for name, total in totals.items()
+    ]
+    return metrics_request(service, counters)
+
+
+def test_sla_compliance_is_the_weakest_slo_of_the_month(start_receiver, monitors):
+    from datetime import UTC, datetime
+
+    from tests.receiver_helpers import grpc_export_metrics
+
+    receiver = start_receiver(processors=["selfmon", {"slo": {"defaults": False}}, "alerting", "store"])
+    api = f"http://127.0.0.1:{receiver.api_port}"
+    monitor = ProductionMonitor(config={"endpoint": f"http://127.0.0.1:{receiver.http_port}", "api": api})
+    monitors.append(monitor)
+    for name, good, objective in (("success", "req.ok", 0.9), ("fast", "req.fast", 0.99)):
+        ratio = {"ratio": {"good": good, "total": "req.total"}}
+        monitor.define_slo({"name": name, "objective": objective, "window": "7d", "sli": ratio})
+    grpc_export_metrics(
+        receiver.grpc_port, _counter_request("svc", {"req.total": 100, "req.ok": 95, "req.fast": 80})
+    )
+    report = monitor.generate_sla_report(month=datetime.now(UTC).strftime("%Y-%m"))
+    by_name = {s["name"]: (s["compliance_pct"], s["status"]) for s in report.slos}
+    assert by_name == {"success": (pytest.approx(95.0), "met"), "fast": (pytest.approx(80.0), "missed")}
+    assert (report.compliance, report.met) == (pytest.approx(80.0), False)
+
+
+def test_a_token_protected_receiver_takes_metrics_and_questions_with_the_token(start_receiver, monitors):
+    receiver = start_receiver(server__auth__tokens=["s3cret"])
+    urls = {
+        "endpoint": f"http://127.0.0.1:{receiver.http_port}",
+        "api": f"http://127.0.0.1:{receiver.api_port}",
+    }
+    without = ProductionMonitor(config=urls)
+    monitors.append(without)
+    with pytest.raises(MonitorError, match="401"):
+        without.collect_metrics("svc", {"latency": 1.0})
+    monitor = ProductionMonitor(config={**urls, "token": "s3cret"})
+    monitors.append(monitor)
+    monitor.collect_metrics("svc", {"latency": 3.5})
+    assert monitor.get_dashboard_data("last_5m", ["latency"])["latency"]["series"]["svc"]["values"] == [3.5]
+
+
+def test_dashboard_latency_falls_back_to_the_sdk_pipeline_histogram(start_receiver, monitors):
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    from tests.receiver_helpers import grpc_export_metrics, metrics_request
+
+    receiver = start_receiver()
+    api = f"http://127.0.0.1:{receiver.api_port}"
+    monitor = ProductionMonitor(config={"endpoint": f"grpc://127.0.0.1:{receiver.grpc_port}", "api": api})
+    monitors.append(monitor)
+    now, second = time.time_ns(), 10**9
+    points = [
+        metrics_pb2.HistogramDataPoint(
+            start_time_unix_nano=now - 600 * second,
+            time_unix_nano=now - age * second,
+            count=sum(counts),
+            sum=0.05 * sum(counts),
+            explicit_bounds=[0.1, 1.0],
+            bucket_counts=counts,
+        )
+        for age, counts in ((120, [0, 0, 0]), (60, [90, 10, 0]))
+    ]
+    histogram = metrics_pb2.Metric(
+        name="audio.pipeline.duration",
+        unit="s",
+        histogram=metrics_pb2.Histogram(
+            data_points=points, aggregation_temporality=metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+        ),
+    )
+    grpc_export_metrics(receiver.grpc_port, metrics_request("enhancer", [histogram]))
+    latency = monitor.get_dashboard_data("last_hour", ["latency"])["latency"]
+    assert (latency["metric"], latency["agg"]) == ("audio.pipeline.duration", "p95")
+    values = latency["series"]["enhancer"]["values"]
+    assert values and 0.1 < max(values) <= 1.0  # the 95th of 100 files falls in the (0.1, 1] bucket
