@@ -44,12 +44,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from otel_audio.receiver.config import ConfigError, ExpositionConfig
-from otel_audio.receiver.promnames import PromSeries, describe_row, exportable, samples
+from otel_audio.receiver.promnames import PROCESSOR_SCOPE, PromSeries, describe_row, exportable, samples
 
 # Every name on the page is a classic one ([a-zA-Z_:][a-zA-Z0-9_:]*), so the classic format's type.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _DROPPED = "otel_audio_exposition_series_dropped"
-_PROCESSOR_SCOPE = re.compile(r"otel_audio\.(processors\..+|slo)")
+_SELFMON_SCOPE = "otel_audio.receiver.selfmon"  # served from the registry itself
 _POINT_COLUMNS = ["series_id", "time_unix_nano", "value", "count", "bounds", "bucket_counts", "flags",
                   "quantiles", "quantile_values"]  # fmt: skip
 
@@ -95,9 +95,7 @@ class Exposition:
         """The metric families of the exposed series' newest points, sorted by name."""
         view = self._store.view()
         series = self._selected(view.head.series)
-        if series.num_rows == 0:
-            return []
-        newest = self._newest(view, series.column("series_id").to_numpy(), now_ns)
+        newest = self._newest(view, series.column("series_id").to_numpy(), now_ns) if series.num_rows else []
         rows = {r["series_id"]: r for r in series.to_pylist()}
         by_family: dict[str, tuple[PromSeries, list[tuple[str, dict[str, str], float]]]] = {}
         for point in newest:
@@ -114,29 +112,28 @@ class Exposition:
             for sample_name, labels, value in sorted(found, key=_sample_key):
                 family.add_sample(sample_name, labels, value)
             out.append(family)
-        dropped = Metric(
-            "otel_audio_exposition_series_dropped", "Series left off /metrics (max_series).", "gauge"
-        )
-        dropped.add_sample("otel_audio_exposition_series_dropped", {}, float(self.dropped))
+        dropped = Metric(_DROPPED, "Series left off /metrics (exposition.max_series).", "gauge")
+        dropped.add_sample(_DROPPED, {}, float(self.dropped))
         out.append(dropped)
         return out
 
     def _selected(self, series: pa.Table) -> pa.Table:
         """The series to expose: processors' (when enabled) and allow-listed ingested metrics."""
-        if series.num_rows == 0:
-            return series
-        scopes = series.column("scope").to_pylist()
-        metrics = series.column("metric").to_pylist()
-        keep = np.zeros(series.num_rows, dtype=bool)
-        names_ok: dict[str, bool] = {}
-        for i, (scope, metric) in enumerate(zip(scopes, metrics, strict=True)):
-            if self._config.processors and scope and _PROCESSOR_SCOPE.fullmatch(scope):
-                keep[i] = True
-            elif self._patterns:
-                if metric not in names_ok:
-                    names_ok[metric] = any(p.fullmatch(metric) for p in self._patterns)
-                keep[i] = names_ok[metric] and scope != "otel_audio.receiver.selfmon"
-        selected = series.filter(pa.array(keep))
+        keep = pa.array(np.zeros(series.num_rows, dtype=bool))
+        if self._config.processors:
+            scopes = pc.fill_null(series.column("scope"), "")
+            keep = pc.match_substring_regex(scopes, f"^(?:{PROCESSOR_SCOPE})$")
+        if self._patterns:
+            metrics = series.column("metric")
+            listed = [
+                m for m in pc.unique(metrics).to_pylist() if any(p.fullmatch(m) for p in self._patterns)
+            ]
+            ingested = pc.and_(
+                pc.is_in(metrics, value_set=pa.array(listed, pa.string())),
+                pc.not_equal(pc.fill_null(series.column("scope"), ""), _SELFMON_SCOPE),
+            )
+            keep = pc.or_(keep, ingested)
+        selected = series.filter(keep)
         kinds = selected.column("type").to_pylist()
         temporalities = selected.column("temporality").to_pylist()
         ok = [exportable(k, t or "") for k, t in zip(kinds, temporalities, strict=True)]

@@ -37,6 +37,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# The scopes of the series the processors emit (otel_audio.processors.*, and the slo stage's).
+PROCESSOR_SCOPE = r"otel_audio\.(processors\..+|slo)"
 _INVALID_NAME = re.compile(r"[^a-zA-Z0-9_:]")
 _INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 _UNDERSCORES = re.compile(r"__+")

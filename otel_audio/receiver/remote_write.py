@@ -51,11 +51,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from otel_audio.processors.base import Batch, MetricBatch
 from otel_audio.processors.units import duration_ns
 from otel_audio.receiver.config import resolve_secret
-from otel_audio.receiver.promnames import describe_row, exportable, samples
+from otel_audio.receiver.promnames import PROCESSOR_SCOPE, describe_row, exportable, samples
 
 _log = logging.getLogger(__name__)
 
-_PROCESSOR_SCOPE = re.compile(r"otel_audio\.(processors\..+|slo)")
+_PROCESSOR_SCOPE = re.compile(PROCESSOR_SCOPE)
 HEADERS = {
     "Content-Encoding": "snappy",
     "Content-Type": "application/x-protobuf",
