@@ -150,7 +150,9 @@ class ProductionMonitor:
             self.backend: Any = RemoteBackend(config["endpoint"], config["api"], config.get("token"))
             self.data_dir: Path | None = None
         else:
-            channels = channel_settings(self.alert_channels, dict(config.get("channels") or {}))
+            configured = dict(config.get("channels") or {})
+            names = self.alert_channels + [n for n in configured if n not in self.alert_channels]
+            channels = channel_settings(names, configured)
             self.data_dir = Path(config.get("data_dir") or default_data_dir())
             self.backend = EmbeddedBackend(
                 self.data_dir,
@@ -303,7 +305,7 @@ class ProductionMonitor:
             if svc and alert["state"] == "firing":
                 firing.setdefault(svc, []).append(alert["labels"].get("alertname", ""))
         services = {}
-        for svc in sorted((set(last_seen) | self._services) - {"otel-audio"}):
+        for svc in sorted(set(last_seen) | self._services):
             reasons = []
             if svc not in last_seen:
                 reasons.append(f"no data in the last {self.stale_after:g} s")
