@@ -427,3 +427,41 @@ def test_dashboard_latency_falls_back_to_the_sdk_pipeline_histogram(start_receiv
     assert (latency["metric"], latency["agg"]) == ("audio.pipeline.duration", "p95")
     values = latency["series"]["enhancer"]["values"]
     assert values and 0.1 < max(values) <= 1.0  # the 95th of 100 files falls in the (0.1, 1] bucket
+
+
+def test_time_series_optimizer_downsamples_with_the_store_rollups():
+    import pyarrow as pa
+
+    from monitoring import TimeSeriesOptimizer
+    from otel_audio.processors.base import POINTS_SCHEMA, SERIES_SCHEMA, series_row
+
+    row = series_row("latency", scope="t", attributes={}, service="svc")
+    series = pa.Table.from_pylist([row], SERIES_SCHEMA)
+    minute = 60 * 10**9
+    values = [10.0, 20.0, 30.0, 100.0]  # two points in each of two minutes
+    points = pa.Table.from_pylist(
+        [
+            {"series_id": row["series_id"], "time_unix_nano": minute * (i // 2) + i % 2 + 1, "value": v}
+            for i, v in enumerate(values)
+        ],
+        POINTS_SCHEMA,
+    )
+    rows, _ = TimeSeriesOptimizer.downsample(points, series, "1m")
+    got = rows.select(["window_start_ns", "count", "min", "max", "last"]).to_pylist()
+    assert got == [
+        {"window_start_ns": 0, "count": 2, "min": 10.0, "max": 20.0, "last": 20.0},
+        {"window_start_ns": minute, "count": 2, "min": 30.0, "max": 100.0, "last": 100.0},
+    ]
+
+
+def test_predictive_monitor_forecasts_a_linear_trend_to_its_limit():
+    from monitoring import PredictiveMonitor
+
+    hour = 3600 * 10**9
+    t = np.arange(48, dtype=np.int64) * hour
+    disk = 100.0 + 2.0 * np.arange(48) + np.random.default_rng(0).normal(0, 0.5, 48)  # +2 per hour
+    predictor = PredictiveMonitor(horizon="1d")
+    fc = predictor.forecast(t, disk)
+    assert fc.timestamps_ns[-1] == t[-1] + 24 * hour
+    when, _ = PredictiveMonitor.time_to_limit(fc, 210.0)
+    assert when is not None and abs(when - (t[-1] + 8 * hour)) <= hour
