@@ -178,6 +178,16 @@ def test_the_stream_pushes_new_points_of_the_chosen_metrics_only(start_receiver)
     assert [(p["metric"], p["service"], p["value"]) for p in frame["points"]] == [(RTF, "enhancer", 0.3)]
 
 
+def test_an_open_stream_does_not_hold_up_a_stopping_receiver(start_receiver):
+    receiver = start_receiver()
+    with requests.get(f"{base(receiver)}/api/v1/stream", stream=True, timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(lines) == b"retry: 1000"
+        receiver.stop(grace_s=1)
+        assert not any(server.thread.is_alive() for server in receiver._servers)
+        assert b"event: hello" in list(lines)  # ... and then the stream ended
+
+
 def test_a_client_that_does_not_keep_up_is_dropped_not_buffered():
     sub = Subscription(max_pending=2)
     updates = [{"series": str(i), "metric": "m", "service": "s", "value": i} for i in range(3)]

@@ -20,6 +20,9 @@ from fastapi.responses import StreamingResponse
 
 router = APIRouter(prefix="/api/v1", tags=["dashboard"])
 
+KEEPALIVE_S = 15.0  # a comment line this often keeps idle connections (and proxies) open
+_POLL_S = 0.5  # how soon a stream notices that the receiver is stopping
+
 
 def _names(values: list[str] | None) -> list[str]:
     return [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
@@ -33,22 +36,28 @@ async def stream(
     ] = None,
     service: Annotated[list[str] | None, Query(description="service names; all when absent")] = None,
 ) -> StreamingResponse:
-    hub = request.app.state.receiver.dashboard
+    receiver = request.app.state.receiver
+    hub = receiver.dashboard
     sub = hub.subscribe(metrics=_names(metrics), services=_names(service))
 
     async def events() -> AsyncIterator[bytes]:
         try:
             yield b"retry: 1000\nevent: hello\ndata: {}\n\n"
-            while True:
-                frame = await sub.next_frame()
+            idle = 0.0
+            while receiver.serving:  # a stopping receiver ends its streams instead of waiting on them
+                frame = await sub.next_frame(timeout_s=_POLL_S)
                 if frame is None:
                     yield b'event: dropped\ndata: {"reason": "client too slow"}\n\n'
                     return
                 if await request.is_disconnected():
                     return
                 if not frame:
-                    yield b": keep-alive\n\n"
+                    idle += _POLL_S
+                    if idle >= KEEPALIVE_S:
+                        idle = 0.0
+                        yield b": keep-alive\n\n"
                     continue
+                idle = 0.0
                 yield b"event: points\ndata: " + json.dumps(frame, default=str).encode() + b"\n\n"
         finally:
             hub.unsubscribe(sub)
