@@ -681,3 +681,24 @@ def test_a_timeslice_slo_burns_over_windows_of_at_least_two_slices():
     # a 1d SLO scales 5m to 10s and 30m to 1m; with 1m slices neither need hold a whole slice
     assert min(spans.values()) == 2 * 60 * 10**9
     assert sorted(spans.values()) == list(spans.values())  # still ordered short to long
+
+
+def test_threshold_timeslices_over_a_month_are_read_in_parts(tmp_path):
+    # 8 days of 1-minute slices (11,520) are more buckets than one range query may ask for
+    spec = {
+        "name": "throughput",
+        "objective": 0.9,
+        "window": "30d",
+        "budgeting": "timeslices",
+        "timeslice": "1m",
+        "sli": {"threshold": {"metric": FILES, "agg": "rate", "op": ">=", "value": 1.6667}},
+    }
+    slo, store = engine(tmp_path, spec)
+    minutes = 8 * 1440
+    t = T0 + np.arange(minutes + 1, dtype=np.int64) * MIN
+    per_minute = np.full(minutes + 1, 120.0)
+    per_minute[0] = 0
+    per_minute[-10:] = 60.0  # the last ten minutes run slow
+    store.process(counter_batch(FILES, {"": (t, np.cumsum(per_minute))}))
+    _, good, total = slo.counts("throughput", T0 + MIN, T0 + (minutes + 1) * MIN, 1440 * MIN)
+    assert total.sum() == minutes and good.sum() == minutes - 10

@@ -63,6 +63,7 @@ from otel_audio.store.query import QueryEngine, RangeQuery
 
 _OPTIONS = ("slos", "defaults", "evaluation_interval", "burn_alerts")
 _SCOPE = "otel_audio.slo"
+SLICES_PER_QUERY = 10_000  # below the query engine's 11,000-bucket limit
 SPAN_GOOD, SPAN_TOTAL = "slo.span_events.good", "slo.span_events.total"
 
 
@@ -235,15 +236,27 @@ class SLOs:
         starts = first + np.arange(n, dtype=np.int64) * ts
         sli = spec.sli
         if sli.kind == "threshold":
-            q = RangeQuery(
-                sli.metric.metric, first, end, ts, sli.agg, (), read.matchers(sli.metric, spec.service)
-            )
-            try:
-                results = self.engine.query_range(q)
-            except ValueError:
-                results = []
-            values = results[0].values if results else np.full(n, np.nan)
-            return compute.threshold_verdicts(values[:n], sli.op, sli.value), starts
+            values = np.full(n, np.nan)
+            # a month of 1-minute slices is more buckets than one query may ask for: in parts
+            for k in range(0, n, SLICES_PER_QUERY):
+                m = min(SLICES_PER_QUERY, n - k)
+                lo = first + k * ts
+                q = RangeQuery(
+                    sli.metric.metric,
+                    lo,
+                    lo + m * ts,
+                    ts,
+                    sli.agg,
+                    (),
+                    read.matchers(sli.metric, spec.service),
+                )
+                try:
+                    results = self.engine.query_range(q)
+                except ValueError:  # the metric has no data yet
+                    continue
+                if results:
+                    values[k : k + m] = results[0].values[:m]
+            return compute.threshold_verdicts(values, sli.op, sli.value), starts
         good_s, bad_s, total_s = self._series(spec, first - ts, end)
         total = read.step_events(total_s, first, end, ts)
         if bad_s is not None:
