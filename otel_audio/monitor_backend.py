@@ -182,13 +182,12 @@ class EmbeddedBackend(_HTTPAPI):
                 "1m": f"{min(days, 30)}d",
                 "1h": f"{days}d",
             }
-        self.receiver = Receiver(load_config(None, **overrides))
-        self.receiver.start()
         # The served receiver writes blocks in a spawned flush process; spawning re-imports the
         # user's __main__, which in a notebook cell or an unguarded script (the seed's example)
-        # would start a second monitor. An embedded store is small: write blocks in-process.
-        # (No public option for it yet in TieredStore/Receiver; this is the store's own switch.)
-        self.receiver.store._background = False
+        # would start a second monitor. An embedded store is small: write blocks on a thread.
+        overrides["storage__blocks__flush_process"] = False
+        self.receiver = Receiver(load_config(None, **overrides))
+        self.receiver.start()
         super().__init__(f"http://127.0.0.1:{self.receiver.api_port}", None)
 
     def send_metrics(self, request: Any) -> None:

@@ -96,3 +96,16 @@ def test_a_full_head_refuses_with_retry_info_instead_of_growing(start_receiver):
     receiver.store.flush()  # what the ticker would do
     assert receiver.store.pressure() is None
     grpc_export_metrics(receiver.grpc_port, metrics_request("enh", [gauge("big", points[:10])]))
+
+
+def test_without_the_flush_process_blocks_are_written_in_the_receivers_own_process(start_receiver, tmp_path):
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+    receiver = start_receiver(**SETTINGS, storage__blocks__flush_process=False)
+    _send(receiver, 0, 30)
+    last = int(receiver.wal.stats()["last_lsn"])
+    assert receiver.store.wait_checkpoint(last, timeout_s=30), "no flush committed the acknowledged data"
+    assert list((tmp_path / "data" / "blocks" / "raw").glob("*/f*/points.parquet"))
+    assert set(multiprocessing.active_children()) <= before  # nothing spawned (it re-imports __main__)
+    assert _counts(receiver) == {"f0": 10.0, "f1": 10.0, "f2": 10.0}

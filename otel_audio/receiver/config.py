@@ -77,6 +77,7 @@ class BlocksConfig:
     flush_interval_s: int = 7200  # longest time data stays only in memory and the WAL
     head_max_bytes: int = 128 * 1024 * 1024  # flush early above this much Arrow memory
     maintenance_interval_s: int = 60  # retention and compaction
+    flush_process: bool = True  # write blocks in a spawned process (off the receiver's GIL)
     retention: dict[str, Any] = field(default_factory=dict)  # {raw: 7d, 1m: 30d, 1h: 90d}
 
 

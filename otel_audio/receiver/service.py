@@ -209,6 +209,7 @@ class Receiver:
             maintenance_interval_ns=blocks.maintenance_interval_s * 10**9,
             on_checkpoint=lambda lsn: wal.truncate_before(lsn + 1),
             wal_dir=self.data_dir / "wal",
+            flush_process=blocks.flush_process,
         )
         self.query = QueryEngine(self.store)
         shared: dict[str, Any] = {"store": self.store, "wal": self.wal}

@@ -88,6 +88,8 @@ class TieredStore:
             receiver), blocks are written by a separate flush process that reads the cut's
             records from the log's files: the receiver's own process, bound by the GIL, spends
             nothing on compression and rollups. Without it, a thread writes the head's rows.
+        flush_process: False writes blocks on the thread even with ``wal_dir`` (an embedded
+            receiver: spawning the flush process re-imports the embedding script).
     """
 
     name = "store"
@@ -104,6 +106,7 @@ class TieredStore:
         on_checkpoint: Callable[[int], object] | None = None,
         background: bool = True,
         wal_dir: Path | None = None,
+        flush_process: bool = True,
     ) -> None:
         self.root = Path(root)
         self.retention = retention or RetentionConfig()
@@ -114,6 +117,10 @@ class TieredStore:
         self._on_checkpoint = on_checkpoint
         self._background = background
         self._wal_dir = wal_dir
+        # blocks are written by a spawned process (off the GIL) only with background work and
+        # the WAL to read from; spawning re-imports ``__main__``, which an embedding script may
+        # not guard, so embedders turn it off
+        self._in_process = not (background and flush_process and wal_dir is not None)
         self._pool: ProcessPoolExecutor | None = None
         self._extras: list[Batch] = []
 
@@ -233,7 +240,7 @@ class TieredStore:
         name = cat.flush_name(cut.seq)
         prior = self.checkpoint.seq
         carry = cat.index_dir(self.root) / "carry" / f"{cat.flush_name(prior)}.parquet" if prior else None
-        if self._wal_dir is not None and self._background:
+        if not self._in_process:
             args = (self.root, name, self._wal_dir, cut.lsns, cut.extras, cut.new_series, carry)
             try:
                 entries = self._flush_process().submit(flush_wal_range, *args).result()
@@ -257,7 +264,7 @@ class TieredStore:
 
     def _maintain(self, now: int) -> None:
         args = (self.root, now, self.retention, self._compact_min_age)
-        if self._wal_dir is not None and self._background:  # in the flush process, off the GIL
+        if not self._in_process:  # in the flush process, off the GIL
             dropped, compacted = self._flush_process().submit(maintain, *args).result()
         else:
             dropped, compacted = maintain(*args)
