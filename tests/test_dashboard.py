@@ -358,3 +358,70 @@ def test_the_alerts_page_acknowledges_an_incident(start_receiver, page):
     page.wait_for_selector(f'tr[data-incident="{incident["id"]}"] td.status:has-text("by dashboard")')
     shot(page, "alerts")
     assert api(receiver, f"/api/v1/incidents/{incident['id']}").json()["acknowledged_by"] == "dashboard"
+
+
+def test_with_auth_on_the_page_asks_for_the_token_once_and_then_shows_data(start_receiver, page):
+    receiver = start_receiver(server__auth__tokens=["s3cret"])
+    grpc_export_metrics(
+        receiver.grpc_port,
+        metrics_request("enhancer", [gauge(RTF, [(time.time_ns(), 0.25, {})])]),
+        token="s3cret",
+    )
+    page.goto(f"{base(receiver)}/dashboard/")
+    page.wait_for_selector("#login[open]")
+    page.fill("#token", "s3cret")
+    page.click("#login button")
+    page.wait_for_selector("body[data-state=ready]")
+    assert cell(page, "rtf", "enhancer").inner_text() == "0.25"
+    page.wait_for_selector("#live.on")  # the stream sends the token too
+    page.reload()  # kept for the tab: no second prompt
+    page.wait_for_selector("body[data-state=ready]")
+    assert not page.locator("#login[open]").count()
+
+
+def test_the_range_picker_and_a_drag_zoom_set_the_window_the_page_queries(start_receiver, page):
+    receiver = start_receiver(processors=ANALYTICS)
+    seed(receiver)
+    open_page(page, receiver)
+    page.select_option("#range", "24h")
+    page.wait_for_function("document.querySelector('#services').dataset.step === '900'")
+    page.select_option("#range", "90d")
+    page.wait_for_function("document.querySelector('#services').dataset.step === '86400'")
+    page.select_option("#range", "1h")
+    page.wait_for_function("document.querySelector('#services').dataset.step === '30'")
+    end = float(page.get_attribute("#services", "data-end"))
+    zoom_to = [(end - 600) * 1000, (end - 300) * 1000]  # what plotly reports after a drag
+    drag = "([a, b]) => Plotly.relayout('c-rate', {'xaxis.range[0]': a, 'xaxis.range[1]': b})"
+    page.evaluate(drag, zoom_to)
+    page.wait_for_function("document.querySelector('#services').dataset.step === '15'")
+    assert float(page.get_attribute("#services", "data-start")) == pytest.approx(end - 600, abs=1)
+    assert page.input_value("#range") == "custom"
+
+
+def test_a_view_exported_to_a_file_comes_back_by_import(start_receiver, page, tmp_path):
+    receiver = start_receiver()
+    requests.put(f"{base(receiver)}/api/v1/views/enhancer", json=VIEW, timeout=10)
+    open_page(page, receiver, "#/views/enhancer")
+    with page.expect_download() as download:
+        page.click("#export")
+    exported = tmp_path / "enhancer.json"
+    download.value.save_as(exported)
+    assert (
+        json.loads(exported.read_text())["panels"]
+        == requests.get(f"{base(receiver)}/api/v1/views/enhancer", timeout=10).json()["panels"]
+    )
+    requests.delete(f"{base(receiver)}/api/v1/views/enhancer", timeout=10)
+    open_page(page, receiver, "#/views")
+    assert "no saved views" in page.inner_text("#views")
+    page.set_input_files("#import", str(exported))
+    page.wait_for_selector('#view-title:text-is("Enhancer latency")')
+    assert api(receiver, "/api/v1/views/enhancer").json()["title"] == "Enhancer latency"
+
+
+def test_the_slo_page_lists_every_slo_the_api_has(start_receiver, page):
+    receiver = start_receiver(processors=["selfmon", {"slo": {"defaults": True}}, "store"])
+    names = [s["name"] for s in api(receiver, "/api/v1/slos").json()["slos"]]
+    open_page(page, receiver, "#/slos")
+    shot(page, "slos")
+    assert names and [page.get_attribute(f'#slos tr[data-slo="{n}"]', "data-slo") for n in names] == names
+    assert page.locator("#burn").count() == 1

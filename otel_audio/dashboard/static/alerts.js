@@ -1,5 +1,5 @@
 // Alerts and incidents (acknowledge, silence) and SLOs (budgets and their burn-down).
-import { call, get, queryRange, window_ } from "./api.js";
+import { call, get, queryData, window_ } from "./api.js";
 import { esc, fmt, plot } from "./charts.js";
 
 async function orMessage(promise) {
@@ -73,8 +73,8 @@ export async function renderSlos(main, ctx) {
     <div class="panel"><h4>Burn rate</h4><div class="chart" id="rate"></div></div></div>`;
   const win = window_();
   const [remaining, burn] = await Promise.all([
-    queryRange({ metric: "slo.error_budget.remaining", agg: "last", group_by: ["slo"] }, win),
-    queryRange({ metric: "slo.burn_rate", agg: "last", group_by: ["slo", "window"] }, win),
+    queryData({ metric: "slo.error_budget.remaining", agg: "last", group_by: ["slo"] }, win),
+    queryData({ metric: "slo.burn_rate", agg: "last", group_by: ["slo", "window"] }, win),
   ]);
   plot(main.querySelector("#burn"), remaining);
   plot(main.querySelector("#rate"), burn);

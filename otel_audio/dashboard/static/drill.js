@@ -1,6 +1,6 @@
 // Drill-down: service -> stage (span name) -> series split by an attribute -> slow traces
 // (and exemplars) -> span waterfall with attributes and events -> the trace's logs.
-import { get, qs, queryRange, lastValue, window_ } from "./api.js";
+import { get, qs, queryData, lastValue, window_ } from "./api.js";
 import { esc, fmt, plot, labelText } from "./charts.js";
 
 const CALLS = "traces.span.metrics.calls";
@@ -11,9 +11,9 @@ export async function renderService(main, ctx, service) {
   const win = window_();
   const match = [`service=${q(service)}`];
   const [rate, errors, p95] = await Promise.all([
-    queryRange({ metric: CALLS, agg: "rate", group_by: ["span.name"], match }, win),
-    queryRange({ metric: CALLS, agg: "rate", group_by: ["span.name"], match: [...match, 'status.code="STATUS_CODE_ERROR"'] }, win),
-    queryRange({ metric: DURATION, agg: "p95", group_by: ["span.name"], match }, win),
+    queryData({ metric: CALLS, agg: "rate", group_by: ["span.name"], match }, win),
+    queryData({ metric: CALLS, agg: "rate", group_by: ["span.name"], match: [...match, 'status.code="STATUS_CODE_ERROR"'] }, win),
+    queryData({ metric: DURATION, agg: "p95", group_by: ["span.name"], match }, win),
   ]);
   const stages = new Map();
   const take = (res, key) => (res.series || []).forEach((s) => {
@@ -60,8 +60,8 @@ export async function renderStage(main, ctx, service, stage, split) {
     `<option value="${esc(k)}" ${k === split ? "selected" : ""}>${k ? esc(k) : "(no split)"}</option>`).join("");
   const group = split ? [split] : [];
   const [p95, rate] = await Promise.all([
-    queryRange({ metric: DURATION, agg: "p95", group_by: group, match }, win),
-    queryRange({ metric: CALLS, agg: "rate", group_by: group, match }, win),
+    queryData({ metric: DURATION, agg: "p95", group_by: group, match }, win),
+    queryData({ metric: CALLS, agg: "rate", group_by: group, match }, win),
   ]);
   const base = `#/service/${encodeURIComponent(service)}/stage/${encodeURIComponent(stage)}`;
   main.innerHTML = `<div class="crumbs"><a href="#/">Overview</a> › <a href="#/service/${encodeURIComponent(service)}">${esc(service)}</a> › ${esc(stage)}</div>

@@ -1,7 +1,7 @@
 // The overview: one row per service with health, RED numbers, audio numbers and resources,
 // then firing alerts and SLO budgets. Gauges update from the live stream; counters and
 // histograms are re-queried (at most once a second) when the stream says they changed.
-import { get, queryRange, lastValue, window_ } from "./api.js";
+import { AuthRequired, get, queryData, lastValue, window_ } from "./api.js";
 import { esc, fmt, plot } from "./charts.js";
 
 let columnsPromise = null;
@@ -11,7 +11,10 @@ function columns() {
 }
 
 async function optional(promise) {
-  try { return await promise; } catch (e) { return { error: e.message, status: e.status }; }
+  try { return await promise; } catch (e) {
+    if (e instanceof AuthRequired || e.status === undefined) throw e;
+    return { error: e.message, status: e.status };
+  }
 }
 
 function health(row, alerts) {
@@ -31,9 +34,8 @@ function cell(col, service, value) {
 export async function render(main, ctx) {
   const cols = await columns();
   const win = window_();
-  const results = await Promise.all(cols.map((c) => optional(queryRange({ ...c, group_by: ["service"] }, win))));
+  const results = await Promise.all(cols.map((c) => optional(queryData({ ...c, group_by: ["service"] }, win))));
   const [alertsResp, slosResp] = await Promise.all([optional(get("/api/v1/alerts")), optional(get("/api/v1/slos"))]);
-  for (const r of [...results, alertsResp, slosResp]) if (r.error && r.status === undefined) throw new Error(r.error);
   const alerts = alertsResp.alerts || [];
   const services = new Set();
   const byKey = {};
