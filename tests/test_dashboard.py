@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -345,7 +347,7 @@ def _alerting_chain() -> list:
     return ["selfmon", {"alerting": {"route": route, "rules": [rule]}}, "store"]
 
 
-def test_the_alerts_page_acknowledges_an_incident(start_receiver, page):
+def test_the_alerts_page_acknowledges_an_incident_and_silences_an_alert(start_receiver, page):
     receiver = start_receiver(processors=_alerting_chain())
     send_gauge(receiver, "enhancer", RTF, 2.0)
     deadline = time.monotonic() + 10
@@ -356,8 +358,12 @@ def test_the_alerts_page_acknowledges_an_incident(start_receiver, page):
     assert "SlowRTF" in page.inner_text("#alerts")
     page.click(f'tr[data-incident="{incident["id"]}"] button.ack')
     page.wait_for_selector(f'tr[data-incident="{incident["id"]}"] td.status:has-text("by dashboard")')
-    shot(page, "alerts")
     assert api(receiver, f"/api/v1/incidents/{incident['id']}").json()["acknowledged_by"] == "dashboard"
+    page.click('tr[data-alert="SlowRTF"] button.silence')
+    page.wait_for_selector('#silences td:has-text("alertname")')
+    shot(page, "alerts")
+    (silence,) = api(receiver, "/api/v1/silences").json()["silences"]
+    assert 'alertname="SlowRTF"' in silence["matchers"] and silence["createdBy"] == "dashboard"
 
 
 def test_with_auth_on_the_page_asks_for_the_token_once_and_then_shows_data(start_receiver, page):
@@ -425,3 +431,31 @@ def test_the_slo_page_lists_every_slo_the_api_has(start_receiver, page):
     shot(page, "slos")
     assert names and [page.get_attribute(f'#slos tr[data-slo="{n}"]', "data-slo") for n in names] == names
     assert page.locator("#burn").count() == 1
+
+
+def test_the_dashboard_benchmark_prints_one_json_line_of_latencies():
+    """Tiny settings: the shape of the output, never a speed."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "dashboard.py"
+    tiny = [
+        "--probes",
+        "3",
+        "--warmup",
+        "1",
+        "--interval",
+        "0.01",
+        "--hours",
+        "1",
+        "--filler",
+        "2",
+        "--repeats",
+        "2",
+    ]
+    done = subprocess.run(
+        [sys.executable, str(script), *tiny], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    result = json.loads(line)
+    keys = ("push_p50_ms", "push_p99_ms", "page_load_p95_ms", "query_p95_ms")
+    assert all(result[k] > 0 for k in keys), result
+    assert (result["probes"], result["metrics"], result["store"]) == (3, 2 + 6 + 2, "blocks")

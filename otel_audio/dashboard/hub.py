@@ -157,7 +157,9 @@ class DashboardHub:
         if not subs:
             return
         if isinstance(batch, MetricBatch):
-            updates, spans = newest_points(batch), {}
+            everything = any(not s.metrics for s in subs)
+            wanted = None if everything else frozenset().union(*(s.metrics for s in subs))
+            updates, spans = newest_points(batch, wanted), {}
         elif isinstance(batch, SpanBatch):
             updates, spans = [], span_counts(batch.spans)
         else:
@@ -178,9 +180,15 @@ class DashboardHub:
             sub.offer([], {})
 
 
-def newest_points(batch: MetricBatch) -> list[dict[str, Any]]:
-    """The newest point of every series in a batch, as the stream sends it."""
-    points = batch.points
+def newest_points(batch: MetricBatch, metrics: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """The newest point of every series in a batch (of ``metrics`` only, when given), as the stream
+    sends it."""
+    points, series_table = batch.points, batch.series
+    if metrics is not None:
+        series_table = series_table.filter(pc.is_in(series_table.column("metric"), pa.array(sorted(metrics))))
+        if series_table.num_rows == 0:
+            return []
+        points = points.filter(pc.is_in(points.column("series_id"), series_table.column("series_id")))
     if points.num_rows == 0:
         return []
     order = pc.sort_indices(points, [("series_id", "ascending"), ("time_unix_nano", "descending")])
@@ -188,7 +196,7 @@ def newest_points(batch: MetricBatch) -> list[dict[str, Any]]:
     ids = sorted_points.column("series_id").to_numpy()
     keep = [0] + [i for i in range(1, len(ids)) if ids[i] != ids[i - 1]]
     newest = sorted_points.take(pa.array(keep)).to_pylist()
-    series = {row["series_id"]: row for row in batch.series.to_pylist()}
+    series = {row["series_id"]: row for row in series_table.to_pylist()}
     out = []
     for row in newest:
         info = series.get(row["series_id"])

@@ -36,6 +36,8 @@ function route() {
 async function render() {
   const seq = ++renderSeq;
   if (stopStream) { stopStream(); stopStream = null; }
+  liveBadge.textContent = "";  // pages without live values show no badge
+  liveBadge.className = "live";
   const ctx = {
     rerender: () => { if (seq === renderSeq) render(); },
     subscribe: (metrics, onFrame) => {
