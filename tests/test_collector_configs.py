@@ -194,3 +194,59 @@ def test_every_metric_the_dashboard_and_alerts_query_is_on_a_receivers_metrics_p
     wanted = set().union(*map(metric_names, dashboard_exprs() + alert_exprs())) - {"up"}  # up: Prometheus'
     assert {"traces_span_metrics_calls_total", "audio_derived_realtime_factor_ratio"} <= wanted
     assert wanted - exported == set()
+
+
+def test_pipeline_and_slo_alerts_fire_on_the_exported_series_under_promtool(tmp_path):
+    promtool = require_external("promtool", "apt-get install prometheus")
+    cases = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'audio_derived_error_ratio{job="enhancer",audio_pipeline="p"}',
+                        "values": "0.01x5 0.2x20",
+                    },
+                    {
+                        "series": 'slo_error_budget_remaining_ratio{slo="availability"}',
+                        "values": "0.5x5 -0.1x20",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": "AudioErrorRatioHigh", "exp_alerts": []},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "AudioErrorRatioHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "job": "enhancer",
+                                    "audio_pipeline": "p",
+                                },
+                                "exp_annotations": {"summary": "enhancer/p: 20% of files fail"},
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "15m",
+                        "alertname": "SLOErrorBudgetExhausted",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical", "slo": "availability"},
+                                "exp_annotations": {
+                                    "summary": "SLO availability has spent its whole error budget"
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "alerts_test.yml"
+    path.write_text(json.dumps(cases))  # JSON is YAML
+    done = run([promtool, "test", "rules", str(path)])
+    assert done.returncode == 0, done.stdout + done.stderr
