@@ -203,7 +203,7 @@ def test_updates_of_one_series_are_coalesced_to_its_newest_value():
     sub = Subscription()
     for value in (1.0, 2.0, 3.0):
         sub.offer([{"series": "1", "metric": "m", "service": "s", "value": value}], {})
-    assert [p["value"] for p in sub._take()["points"]] == [3.0]
+    assert [p["value"] for p in sub.take()["points"]] == [3.0]
 
 
 def test_the_page_loads_without_a_token_and_its_data_needs_one(start_receiver):

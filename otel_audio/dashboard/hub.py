@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -93,7 +94,8 @@ class Subscription:
         if has_news and self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    def _take(self) -> dict[str, Any]:
+    def take(self) -> dict[str, Any]:
+        """Every pending update, now (and no more pending)."""
         with self._lock:
             points, self._pending = list(self._pending.values()), {}
             spans, self._spans = self._spans, {}
@@ -120,7 +122,7 @@ class Subscription:
         if self.dropped:
             return None
         self._last_sent = time.monotonic()
-        frame = self._take()
+        frame = self.take()
         frame["sent_ms"] = time.time() * 1000
         return frame
 
@@ -194,7 +196,7 @@ def newest_points(batch: MetricBatch, metrics: frozenset[str] | None = None) -> 
     order = pc.sort_indices(points, [("series_id", "ascending"), ("time_unix_nano", "descending")])
     sorted_points = points.select(["series_id", "time_unix_nano", "value", "count"]).take(order)
     ids = sorted_points.column("series_id").to_numpy()
-    keep = [0] + [i for i in range(1, len(ids)) if ids[i] != ids[i - 1]]
+    keep = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))  # first row of each series
     newest = sorted_points.take(pa.array(keep)).to_pylist()
     series = {row["series_id"]: row for row in series_table.to_pylist()}
     out = []
