@@ -459,3 +459,15 @@ def test_the_dashboard_benchmark_prints_one_json_line_of_latencies():
     keys = ("push_p50_ms", "push_p99_ms", "page_load_p95_ms", "query_p95_ms")
     assert all(result[k] > 0 for k in keys), result
     assert (result["probes"], result["metrics"], result["store"]) == (3, 2 + 6 + 2, "blocks")
+
+
+def test_a_service_without_span_metrics_shows_no_data_not_an_error(start_receiver, page):
+    receiver = start_receiver()  # no spanmetrics processor: its metrics do not exist at all
+    send_gauge(receiver, "separator", RTF, 0.5)
+    open_page(page, receiver)
+    assert cell(page, "p95", "separator").inner_text() == "no data"
+    page.click('#services a[href="#/service/separator"]')
+    page.wait_for_selector("#stages")
+    page.wait_for_selector("body[data-state=ready]")
+    assert "no span metrics" in page.inner_text("#stages")
+    assert "no traces" in page.inner_text("#slow")
