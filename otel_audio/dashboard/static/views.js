@@ -29,7 +29,9 @@ export async function renderList(main, ctx) {
       '<tr><td colspan="3" class="nodata">no saved views</td></tr>'}</table><p id="view-error"></p>`;
   main.querySelector("#create").addEventListener("click", async () => {
     const title = main.querySelector("#new-title").value.trim() || "New view";
-    const id = slug(title);
+    const taken = new Set(views.map((v) => v.id));
+    let id = slug(title);
+    for (let n = 2; taken.has(id); n++) id = `${slug(title).slice(0, 60)}-${n}`;  // never overwrite
     await call("PUT", `/api/v1/views/${id}`, { title, panels: [] });
     location.hash = `#/views/${id}?edit=1`;
   });
