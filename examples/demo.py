@@ -115,7 +115,9 @@ def receiver_summary(api: str) -> str:
     def get(path: str, **params: Any) -> Any:
         return requests.get(f"{api}{path}", params=params, timeout=30).json()
 
-    metrics = [m["name"] for m in get("/api/v1/metrics")["metrics"] if m["name"].startswith("audio.")]
+    # the pipeline's own metrics; the receiver's derived series (audio.derived.*) come per window
+    names = [m["name"] for m in get("/api/v1/metrics")["metrics"]]
+    metrics = [n for n in names if n.startswith("audio.") and not n.startswith("audio.derived.")]
     traces = get("/api/v1/traces", service="otel-audio-demo", limit=1000)["traces"]
     p95 = get(
         "/api/v1/query_range",

@@ -160,6 +160,31 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
+DEMO_PROCESSORS: list[Any] = [
+    "selfmon",
+    {"spanmetrics": {"flush_interval_s": 5}},
+    {"derived": {"window": "1m"}},
+    {"slo": {}},
+    {
+        "alerting": {
+            "rules": [
+                {
+                    "name": "SlowEnhancement",
+                    "condition": 'p95(audio.stage.duration{audio.stage="enhancement"}, 1m) > 0.25',
+                    "severity": "warning",
+                    "annotations": {"summary": "enhancement p95 {{ humanize $value }}s"},
+                },
+                {"name": "StageErrors", "condition": "increase(audio.errors, 5m) > 0", "severity": "error"},
+            ]
+        }
+    },
+    "store",
+]
+"""The demo receiver's chain: span metrics, derived audio metrics, the default SLOs and two alert
+rules (no channels: alerts and incidents show on the dashboard), so the dashboard has something
+to show for every page."""
+
+
 def _demo_with_receiver(demo: Any, args: argparse.Namespace) -> int:
     """The pipeline exporting over OTLP to a receiver started here, then read back through its API."""
     import threading
@@ -167,7 +192,7 @@ def _demo_with_receiver(demo: Any, args: argparse.Namespace) -> int:
     from otel_audio.receiver.config import load_config
     from otel_audio.receiver.service import Receiver
 
-    receiver = Receiver(load_config(None, storage__data_dir=args.data_dir))
+    receiver = Receiver(load_config(None, storage__data_dir=args.data_dir, processors=DEMO_PROCESSORS))
     try:
         receiver.start()
     except OSError as exc:  # the default ports are taken, e.g. by another receiver: use free ones
@@ -179,11 +204,13 @@ def _demo_with_receiver(demo: Any, args: argparse.Namespace) -> int:
                 server__grpc_port=0,
                 server__http_port=0,
                 server__api_port=0,
+                processors=DEMO_PROCESSORS,
             )
         )
         receiver.start()
     api = f"http://{receiver.config.server.host}:{receiver.api_port}"
     print(f"receiver started: OTLP gRPC :{receiver.grpc_port}, OTLP HTTP :{receiver.http_port}, API {api}")
+    print(f"dashboard: {api}/", flush=True)
     try:
         demo.run_demo(
             args.files,

@@ -101,6 +101,7 @@ def test_demo_with_a_receiver_exports_to_it_and_reads_the_data_back(tmp_path):
     done = otel_audio_cmd("demo", "--serve", "--once", "--files", "2", "--data-dir", str(tmp_path / "data"))
     assert done.returncode == 0, done.stderr
     assert "receiver started: OTLP gRPC" in done.stdout
+    assert "dashboard: http://127.0.0.1:" in done.stdout
     assert "holds 2 traces of otel-audio-demo and 15 audio.* metrics" in done.stdout
     for stage in ("load_audio", "quality_analysis", "enhancement", "validation", "output"):
         assert f"  {stage}" in done.stdout
