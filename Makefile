@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/derived.py
 	$(PY) benchmarks/alert_eval.py
 	$(PY) benchmarks/alert_latency.py --background 200
+	$(PY) benchmarks/dashboard.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
