@@ -61,6 +61,7 @@ _OPTIONS = ("rules", "channels", "receivers", "route", "inhibit_rules", "escalat
 DEFAULT_ROUTE = {"group_by": ["alertname", "service"], "group_wait": "0s", "group_interval": "1m",
                  "repeat_interval": "4h"}  # fmt: skip
 DEFAULT_RECEIVER = "default"
+MAX_SENT_KEYS = 100_000  # last notification key per (receiver, group), to tell repeats apart
 HOUSEKEEPING_NS = 3600 * 10**9  # delivered notifications and expired silences are pruned hourly
 
 
@@ -180,7 +181,10 @@ class Alerting:
         if self._sent_keys.get(slot) == key:  # a repeat of an unchanged group: a delivery of its own
             key = f"{key}:repeat:{notification.created_at}"
         else:
+            self._sent_keys.pop(slot, None)
             self._sent_keys[slot] = key
+            if len(self._sent_keys) > MAX_SENT_KEYS:  # the oldest groups first (insertion order)
+                del self._sent_keys[next(iter(self._sent_keys))]
         self.outbox.put(notification, channels, key=key)
 
     def _enqueue(self, notification: Notification) -> None:
