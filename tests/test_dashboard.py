@@ -315,6 +315,11 @@ def test_drill_down_from_a_service_reaches_a_span_waterfall_and_the_trace_logs(s
     assert "model loaded" in page.inner_text(".span-events")
     assert "denoise slow for file-3" in page.inner_text("#logs")
     shot(page, "trace")
+    with page.expect_download() as info:  # fetched with the token (when there is one), saved as a file
+        page.click("#jaeger-download")
+    assert info.value.suggested_filename == f"trace-{slow}.json"
+    saved = json.loads(Path(info.value.path()).read_text())
+    assert [t["traceID"] for t in saved["data"]] == [slow]
 
 
 def test_a_custom_view_is_saved_reloaded_and_still_there(start_receiver, page):

@@ -37,6 +37,19 @@ export async function call(method, path, body) {
 
 export const get = (path) => call("GET", path);
 
+// A file download through fetch, so it carries the bearer token a plain link cannot.
+export async function download(path, filename) {
+  const resp = await fetch(path, { headers: headers() });
+  if (resp.status === 401) throw new AuthRequired("the receiver asks for a bearer token");
+  if (!resp.ok) throw new Error(`GET ${path}: HTTP ${resp.status}`);
+  const url = URL.createObjectURL(await resp.blob());
+  const a = Object.assign(document.createElement("a"), { href: url, download: filename });
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  URL.revokeObjectURL(url);
+}
+
 export function qs(params) {
   const u = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) {

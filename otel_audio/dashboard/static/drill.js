@@ -1,6 +1,6 @@
 // Drill-down: service -> stage (span name) -> series split by an attribute -> slow traces
 // (and exemplars) -> span waterfall with attributes and events -> the trace's logs.
-import { get, qs, queryData, lastValue, window_ } from "./api.js";
+import { download, get, qs, queryData, lastValue, window_ } from "./api.js";
 import { esc, fmt, plot, labelText } from "./charts.js";
 
 const CALLS = "traces.span.metrics.calls";
@@ -110,9 +110,13 @@ export async function renderTrace(main, ctx, traceId) {
     : '<p class="nodata" id="logs">no logs for this trace</p>';
   main.innerHTML = `<div class="crumbs"><a href="#/">Overview</a> › trace ${esc(traceId)}</div>
     <h2>Trace ${esc(traceId)}</h2><p>${spans.length} spans, ${fmt(total / 1e9, "seconds")}
-    · <a href="/api/traces/${traceId}?download=1">Jaeger JSON</a></p>
+    · <a id="jaeger-download" href="/api/traces/${traceId}?download=1">Jaeger JSON</a></p>
     <div class="waterfall" id="waterfall">${rows}</div><div class="details" id="span-details">Click a span for its attributes and events.</div>
     <h3>Logs of this trace</h3>${logRows}`;
+  main.querySelector("#jaeger-download").addEventListener("click", (event) => {
+    event.preventDefault();
+    download(`/api/traces/${traceId}?download=1`, `trace-${traceId}.json`).catch((err) => alert(err.message));
+  });
   main.querySelectorAll(".span-row").forEach((row) => row.addEventListener("click", () => {
     const [s] = ordered[Number(row.dataset.index)];
     main.querySelector("#span-details").innerHTML = `<h4>${esc(s.name)} <small>${esc(s.span_id)}</small></h4>
