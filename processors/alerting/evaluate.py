@@ -1,18 +1,7 @@
 """Streaming evaluation of parsed conditions: shared sliding windows, per-series functions, and/or/not.
 
-:class:`Windows` keeps, for every metric some condition reads, the points of the last *longest
-window* of its leaves (a leaf is one ``function(selector, window)`` of a condition; two rules on
-``avg(x, 5m)`` share one). :meth:`Windows.observe` takes each ingest batch: it picks the points of
-watched metrics with Arrow (other metrics cost one ``is_in``), turns each into its increment
-under the store's reset rule (:func:`otel_audio.store.rollup.rollup` with a 1 ns window and a
-carry: the increments the query API and the rollup tiers use), and appends them per metric,
-sorted by time. Nothing is read from the store.
-
-The points are kept per metric in columns (arrays of time, series index, value, increment, ...)
-rather than in a deque per series: one numpy pass then serves every series of the metric. Because
-each point's increment is taken on arrival against the previous point of its series (the carry),
-no point before the window is kept for ``rate`` or ``increase``; points older than the metric's
-longest window are dropped as newer ones arrive, so memory is bounded by the windows.
+The windows each condition reads are kept by :class:`~otel_audio.processors.alerting.windows.Windows`
+(fed batch by batch from ingest, shared by every rule; its module says how).
 
 :class:`Evaluator` answers, for one condition and a time ``now``, which label sets satisfy it
 (:class:`~otel_audio.processors.alerting.model.Sample`). Leaf values are computed per series
