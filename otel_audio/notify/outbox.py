@@ -38,18 +38,19 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import math
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from otel_audio.notify.backoff import Backoff
 from otel_audio.notify.channels.base import Channel, DeliveryError, idempotency_key
 from otel_audio.notify.codec import notification_from_json, notification_to_json
 from otel_audio.processors.alerting.model import Notification
@@ -73,7 +74,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (channel, delivered_at, failed_at, id);
 CREATE INDEX IF NOT EXISTS deliveries_group ON deliveries (channel, group_key, id);
+CREATE TABLE IF NOT EXISTS attempts (  -- one row per send of a delivery, for the API and outage review
+    delivery_id INTEGER NOT NULL,
+    at REAL NOT NULL,                  -- when the send ended
+    retry_at REAL,                     -- when it is tried again (NULL: delivered or failed for good)
+    error TEXT                         -- NULL: delivered
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id, at);
 """
+_LOG_ATTEMPT = "INSERT INTO attempts (delivery_id, at, retry_at, error) VALUES (?, ?, ?, ?)"
 # OR IGNORE: the idempotency key is UNIQUE, so putting a notification twice adds nothing.
 _INSERT = (
     "INSERT OR IGNORE INTO deliveries (channel, idempotency_key, group_key, status, payload, created_at,"
@@ -82,23 +91,12 @@ _INSERT = (
 
 
 @dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter (AWS architecture blog's "full jitter").
+class Attempt:
+    """One send of a delivery: when it ended, its error (None: delivered), when it is tried again."""
 
-    Args:
-        base_s: the first retry waits up to this long.
-        cap_s: no wait is longer.
-        max_retry_after_s: a receiver's ``Retry-After`` is honoured up to this long.
-    """
-
-    base_s: float = 1.0
-    cap_s: float = 300.0
-    max_retry_after_s: float = 3600.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """The wait before retry number ``attempt`` (1 for the first retry)."""
-        ceiling = min(self.cap_s, self.base_s * 2.0 ** min(attempt - 1, 60))
-        return rng.uniform(0.0, ceiling)
+    at: float
+    retry_at: float | None
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,8 @@ class Outbox:
     Args:
         path: the database file (created with its directory).
         channels: the configured channels by name.
-        backoff: retry timing.
+        backoff: retry timing for channels without their own (a channel's ``backoff`` attribute,
+            set from its config's ``min_backoff`` / ``max_backoff``).
         clock: seconds since the epoch (injectable for tests).
         rng: the jitter's random source.
     """
@@ -157,6 +156,9 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._backoffs = {
+            name: getattr(channel, "backoff", None) or self.backoff for name, channel in self.channels.items()
+        }
         self._wake = {name: threading.Event() for name in self.channels}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -195,27 +197,10 @@ class Outbox:
         payload = notification_to_json(notification)
         now = self._clock()
         added = 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for name in names:
-                    cursor = self._db.execute(
-                        _INSERT,
-                        (
-                            name,
-                            f"{base}:{name}",
-                            notification.group_key,
-                            notification.status,
-                            payload,
-                            now,
-                            now,
-                        ),
-                    )
-                    added += cursor.rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write() as db:
+            for name in names:
+                row = (name, f"{base}:{name}", notification.group_key, notification.status, payload, now, now)
+                added += db.execute(_INSERT, row).rowcount
         for name in names:
             self._wake[name].set()
         return added
@@ -238,6 +223,15 @@ class Outbox:
         """The newest ``limit`` rows, whatever their state, newest first."""
         return self._select("ORDER BY id DESC LIMIT ?", (limit,))
 
+    def attempts(self, delivery_id: int) -> list[Attempt]:
+        """Every send of one row, oldest first: what an outage did to it, retry by retry."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, retry_at, error FROM attempts WHERE delivery_id = ? ORDER BY at, rowid",
+                (delivery_id,),
+            ).fetchall()
+        return [Attempt(*row) for row in rows]
+
     def prune(self, older_than_s: float = 7 * 86400.0) -> int:
         """Delete delivered and failed rows finished more than ``older_than_s`` ago; returns how many.
 
@@ -246,10 +240,15 @@ class Outbox:
         (the dispatcher's notification log keeps 120 h).
         """
         cutoff = self._clock() - older_than_s
-        with self._lock:
-            cursor = self._db.execute(
+        with self._write() as db:
+            cursor = db.execute(
                 "DELETE FROM deliveries WHERE COALESCE(delivered_at, failed_at) < ? AND id NOT IN"
                 " (SELECT MAX(id) FROM deliveries GROUP BY channel, group_key)",
+                (cutoff,),
+            )
+            db.execute(
+                "DELETE FROM attempts WHERE at < ? AND delivery_id NOT IN"
+                " (SELECT id FROM deliveries WHERE delivered_at IS NULL AND failed_at IS NULL)",
                 (cutoff,),
             )
             return cursor.rowcount
@@ -301,29 +300,34 @@ class Outbox:
     def _run(self, name: str, channel: Channel) -> None:
         event = self._wake[name]
         resend_s = float(getattr(channel, "resend_interval_s", 0) or 0)
+        resend_failures = [0]  # consecutive failed re-send rounds: they back off like rows do
         while not self._stopping.is_set():
             event.clear()
             try:
-                wait = self._step(name, channel, resend_s)
+                wait = self._step(name, channel, resend_s, resend_failures)
             except Exception:
                 _log.exception("outbox worker %s", name)
-                wait = self.backoff.base_s
+                wait = self._backoffs[name].base_s
             if wait > 0:
                 event.wait(wait)
 
-    def _step(self, name: str, channel: Channel, resend_s: float) -> float:
-        """Deliver what is due on one channel; returns how long to wait before looking again."""
+    def _step(self, name: str, channel: Channel, resend_s: float, resend_failures: list[int]) -> float:
+        """Deliver what is due on one channel; returns how long to wait before looking again.
+
+        While the oldest row waits for a retry the channel is failing, so nothing else is sent
+        (re-sends would hit the same dead target without backing off); its retry is the probe.
+        """
         now = self._clock()
         row = self._head(name)
         if row is not None:
             row_id, payload, attempts, next_at = row
             if next_at > now:
-                return min(
-                    next_at - now, self._resend(name, channel, resend_s, now) if resend_s else math.inf
-                )
+                return next_at - now
             self._attempt(name, channel, row_id, notification_from_json(payload), attempts)
             return 0.0
-        return self._resend(name, channel, resend_s, now) if resend_s else 3600.0
+        if not resend_s:
+            return 3600.0
+        return self._resend(name, channel, resend_s, now, resend_failures)
 
     def _head(self, name: str) -> tuple[int, str, int, float] | None:
         with self._lock:
@@ -344,43 +348,62 @@ class Outbox:
             _log.exception("channel %s raised", name)
             self._failed(name, row_id, attempts + 1, f"{type(exc).__name__}: {exc}", True, None)
         else:
-            with self._lock:
-                self._db.execute(
+            now = self._clock()
+            with self._write() as db:
+                db.execute(
                     "UPDATE deliveries SET delivered_at = ?, attempts = ?, last_error = NULL WHERE id = ?",
-                    (self._clock(), attempts + 1, row_id),
+                    (now, attempts + 1, row_id),
                 )
+                db.execute(_LOG_ATTEMPT, (row_id, now, None, None))
                 self._stats[name]["delivered"] += 1
 
     def _failed(
         self, name: str, row_id: int, attempts: int, error: str, retryable: bool, retry_after_s: float | None
     ) -> None:
         now = self._clock()
-        with self._lock:
-            if not retryable:
-                self._db.execute(
-                    "UPDATE deliveries SET failed_at = ?, attempts = ?, last_error = ? WHERE id = ?",
-                    (now, attempts, error, row_id),
+        if retryable:
+            retry_at = now + self._delay(name, attempts, retry_after_s)
+            with self._write() as db:
+                db.execute(
+                    "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                    (attempts, retry_at, error, row_id),
                 )
-                self._stats[name]["failed"] += 1
-                _log.warning("outbox %s: row %d failed for good: %s", name, row_id, error)
-                return
-            if retry_after_s is not None:
-                delay = min(retry_after_s, self.backoff.max_retry_after_s)
-            else:
-                delay = self.backoff.delay(attempts, self._rng)
-            self._db.execute(
-                "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
-                (attempts, now + delay, error, row_id),
+                db.execute(_LOG_ATTEMPT, (row_id, now, retry_at, error))
+                self._stats[name]["retried"] += 1
+            return
+        with self._write() as db:
+            db.execute(
+                "UPDATE deliveries SET failed_at = ?, attempts = ?, last_error = ? WHERE id = ?",
+                (now, attempts, error, row_id),
             )
-            self._stats[name]["retried"] += 1
+            db.execute(_LOG_ATTEMPT, (row_id, now, None, error))
+            self._stats[name]["failed"] += 1
+        _log.warning("outbox %s: row %d failed for good: %s", name, row_id, error)
 
-    def _resend(self, name: str, channel: Channel, interval_s: float, now: float) -> float:
-        """Re-send each group whose latest row is a delivered firing one older than ``interval_s``."""
+    def _delay(self, name: str, failures: int, retry_after_s: float | None) -> float:
+        """The wait after ``failures`` failures in a row: the receiver's ``Retry-After`` (capped),
+        else the channel's backoff."""
+        backoff = self._backoffs[name]
+        if retry_after_s is not None:
+            return min(retry_after_s, backoff.max_retry_after_s)
+        return backoff.delay(failures, self._rng)
+
+    def _resend(
+        self, name: str, channel: Channel, interval_s: float, now: float, failures: list[int]
+    ) -> float:
+        """Re-send each group whose latest row is a delivered firing one older than ``interval_s``.
+
+        A failed re-send ends the round: the target is down or slow, and trying the other groups
+        would only wait out their timeouts one by one. The next round comes after the channel's
+        backoff for the consecutive failed rounds (``failures[0]``), so an outage of the target
+        sees growing gaps here too, not a re-send every second.
+        """
         with self._lock:
             rows = self._db.execute(
                 "SELECT d.id, d.payload, d.delivered_at FROM deliveries d JOIN ("
                 " SELECT group_key, MAX(id) AS id FROM deliveries WHERE channel = ? GROUP BY group_key"
-                ") latest ON d.id = latest.id WHERE d.status = 'firing' AND d.delivered_at IS NOT NULL",
+                ") latest ON d.id = latest.id WHERE d.status = 'firing' AND d.delivered_at IS NOT NULL"
+                " ORDER BY d.delivered_at",
                 (name,),
             ).fetchall()
         wait = interval_s
@@ -388,19 +411,38 @@ class Outbox:
             due = delivered_at + interval_s
             if due > now:
                 wait = min(wait, due - now)
-                continue
+                break  # ordered by delivered_at: the rest are due later still
+            if self._stopping.is_set():
+                return 0.0
             try:
                 channel.send(notification_from_json(payload))
             except Exception as exc:
-                _log.warning("outbox %s: re-send of row %d failed: %s", name, row_id, exc)
-                wait = min(wait, self.backoff.base_s)
-                continue
+                failures[0] += 1
+                delay = self._delay(name, failures[0], getattr(exc, "retry_after_s", None))
+                _log.warning(
+                    "outbox %s: re-send of row %d failed (%d in a row, next in %.1f s): %s",
+                    name, row_id, failures[0], delay, exc,
+                )  # fmt: skip
+                return delay
+            failures[0] = 0
             with self._lock:
                 self._db.execute(
                     "UPDATE deliveries SET delivered_at = ? WHERE id = ?", (self._clock(), row_id)
                 )
                 self._stats[name]["resent"] += 1
         return wait
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction under the lock: committed (fsync'd) on leaving, rolled back on an error."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _select(self, tail: str, args: tuple[Any, ...] = ()) -> list[Delivery]:
         with self._lock:

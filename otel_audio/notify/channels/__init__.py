@@ -16,7 +16,10 @@ Usage::
     channel.send(notification)  # returns, or raises DeliveryError(retryable=..., retry_after_s=...)
 
 Normally the outbox (:mod:`otel_audio.notify.outbox`) calls ``send``, retrying as the error says.
-Secrets in the config are given as ``env:NAME`` or ``file:/path``. ``docs/notifications.md`` has
+Every channel's config also takes ``min_backoff`` and ``max_backoff``, the outbox's retry timing
+for that channel (:mod:`otel_audio.notify.backoff`); the factory sets them as the channel's
+``backoff`` attribute, which the outbox reads. Secrets in the config are given as ``env:NAME``
+or ``file:/path``. ``docs/notifications.md`` has
 the full reference.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from otel_audio.notify.backoff import backoff_from_config
 from otel_audio.notify.channels.alertmanager import AlertmanagerChannel, postable_alerts
 from otel_audio.notify.channels.base import Channel, DeliveryError
 from otel_audio.notify.channels.email import EmailChannel, email_message
@@ -48,7 +52,9 @@ def channel_from_config(name: str, config: Mapping[str, Any]) -> Channel:
     kind = config.get("type")
     if kind not in CHANNEL_TYPES:
         raise ValueError(f"channels.{name}.type: expected one of {', '.join(CHANNEL_TYPES)}, got {kind!r}")
-    return CHANNEL_TYPES[kind].from_config(name, dict(config))
+    channel = CHANNEL_TYPES[kind].from_config(name, dict(config))
+    channel.backoff = backoff_from_config(name, config)
+    return channel
 
 
 __all__ = [

@@ -25,6 +25,8 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 USER_AGENT = "otel-audio-notify/1"
 # Statuses worth a retry besides 5xx: 408 Request Timeout and 429 Too Many Requests.
 _RETRYABLE_4XX = frozenset({408, 429})
+# Fields every channel takes: its type, and the outbox's retry timing for it (notify/backoff.py).
+COMMON_FIELDS = frozenset({"type", "min_backoff", "max_backoff"})
 
 
 class DeliveryError(Exception):
@@ -137,7 +139,8 @@ class ConfigReader:
             raise ValueError(f"channels.{name}: expected a mapping, got {type(config).__name__}")
         self.name = name
         self.config = config
-        unknown = sorted(set(config) - known - {"type"})
+        known = set(known) | COMMON_FIELDS
+        unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(
                 f"channels.{name}.{unknown[0]}: unknown field; known fields: {', '.join(sorted(known))}"
