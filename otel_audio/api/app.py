@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from otel_audio.api import alerts, query, reports, slo, stream, traces, views
+from otel_audio.api import alerts, errors, query, reports, slo, stream, traces, views
 from otel_audio.api import jaeger as jaeger_api
 from otel_audio.api.exposition import CONTENT_TYPE, Exposition
 from otel_audio.api.params import ParamError
@@ -28,6 +28,7 @@ def build_api_app(receiver: Any) -> FastAPI:
     """The API application for a :class:`otel_audio.receiver.service.Receiver`."""
     app = FastAPI(title="otel-audio receiver API", version=__version__, docs_url=None, redoc_url=None)
     app.state.receiver = receiver
+    errors.install(app)
     auth = receiver.auth
     public = set(_HEALTH_PATHS) if receiver.config.server.auth.public_health else set()
     if receiver.config.server.auth.public_metrics:
@@ -59,7 +60,12 @@ def build_api_app(receiver: Any) -> FastAPI:
 
     exposition = Exposition(receiver.store, receiver.metrics.registry, receiver.config.exposition)
 
-    @app.get("/metrics", tags=["health"], summary="Self-metrics and processor series, Prometheus text format")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Self-metrics and processor series, Prometheus text format",
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def metrics() -> Response:
         return Response(exposition.render(), media_type=CONTENT_TYPE)
 
