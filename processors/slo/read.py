@@ -99,7 +99,8 @@ def samples(
     starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.array([], np.int64)
     out = Selection()
     first_raw: dict[int, int] = {}
-    for lo, hi in zip(starts, [*starts[1:], len(sid)], strict=True):
+    ends = [*starts[1:], len(sid)] if len(starts) else []  # no points in the range: no series
+    for lo, hi in zip(starts, ends, strict=True):
         t, v = times[lo:hi], values[lo:hi]
         if delta:
             v = np.cumsum(v)
