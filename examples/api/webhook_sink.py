@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--count", type=int, help="exit after this many notifications")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer((args.host, args.port), _Hook)
+    server = HTTPServer((args.host, args.port), _Hook)
     print(f"listening on http://{args.host}:{server.server_address[1]}/alerts", flush=True)
     try:
         while args.count is None or _Hook.received < args.count:
