@@ -77,7 +77,7 @@ def test_tokens_from_environment_and_files(tmp_path, monkeypatch):
     config = load_config(
         write(tmp_path, f"server:\n  auth:\n    tokens: [env:OTEL_AUDIO_TEST_TOKEN, 'file:{secret}']\n")
     )
-    assert config.server.auth.tokens == ["from-env", "from-file"]
+    assert [t.token for t in config.server.auth.tokens] == ["from-env", "from-file"]
 
 
 def test_missing_secret_is_an_error_naming_the_token(tmp_path, monkeypatch):

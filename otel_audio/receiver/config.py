@@ -40,10 +40,19 @@ class TLSConfig:
 
 
 @dataclass
+class TokenConfig:
+    """One accepted bearer token: a plain string in the file is an admin token, or a mapping
+    ``{token: env:NAME, scope: ingest|read|admin}`` (docs/security.md says what each scope allows)."""
+
+    token: str
+    scope: Literal["ingest", "read", "admin"] = "admin"
+
+
+@dataclass
 class AuthConfig:
     """Bearer tokens accepted on every port; auth is off when the list is empty."""
 
-    tokens: list[str] = field(default_factory=list)
+    tokens: list[TokenConfig] = field(default_factory=list)
     public_health: bool = True  # /healthz, /readyz and gRPC health answer without a token
     public_metrics: bool = False  # /metrics answers without a token
 
@@ -186,9 +195,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
             node = node.setdefault(part, {})
         node[leaf] = value
     config = _build(ReceiverConfig, raw, "")
-    config.server.auth.tokens = [
-        resolve_secret(t, f"server.auth.tokens[{i}]") for i, t in enumerate(config.server.auth.tokens)
-    ]
+    for i, entry in enumerate(config.server.auth.tokens):
+        entry.token = resolve_secret(entry.token, f"server.auth.tokens[{i}]")
     return config
 
 
@@ -251,6 +259,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if hint is ProcessorConfig:
         return _processor(value, path)
     if dataclasses.is_dataclass(hint):
+    if hint is TokenConfig:
+        return _token(value, path)
         return _build(hint, value, path)
     if hint is bool:
         if not isinstance(value, bool):
@@ -285,6 +295,23 @@ def _processor(value: Any, path: str) -> ProcessorConfig:
 
 
 def _join(path: str, key: Any) -> str:
+def _token(value: Any, path: str) -> TokenConfig:
+    """A token entry: a plain string (an admin token) or ``{token: ..., scope: ...}``.
+
+    Errors name the entry but never echo it: a misplaced value may well be the secret itself.
+    """
+    if isinstance(value, str) and value:
+        return TokenConfig(value)
+    if isinstance(value, dict):
+        if not isinstance(value.get("token"), str) or not value["token"]:
+            raise ConfigError(f"{path}.token: required, a non-empty string (or env:NAME / file:/path)")
+        return _build(TokenConfig, value, path)
+    raise ConfigError(
+        f"{path}: expected a token string or a mapping {{token: ..., scope: ingest|read|admin}}, "
+        f"got {type(value).__name__}"
+    )
+
+
     return f"{path}.{key}" if path else str(key)
 
 

@@ -4,7 +4,8 @@ Follows the OTLP/HTTP specification: the reply uses the request's encoding; fail
 ``google.rpc.Status`` body (protobuf or JSON) with a message; 400 for an undecodable payload,
 413 beyond the size limit (checked while reading and while decompressing, so neither a large
 body nor a gzip bomb is ever held whole), 415 for other content types, 401 without a valid
-token, and 429/503 with ``Retry-After`` when the receiver cannot take the data now.
+token, 403 for a token without the ingest scope, and 429/503 with ``Retry-After`` when the
+receiver cannot take the data now.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from otel_audio.processors.base import Signal
-from otel_audio.receiver.auth import TokenAuth
+from otel_audio.receiver.auth import Decision, Scope, TokenAuth
 from otel_audio.receiver.grpc_server import SERVICES, export_response, retry_status
 from otel_audio.receiver.ingest import Ingestor, InvalidRequest, Overloaded, Unavailable
 from otel_audio.receiver.otlp_json import OtlpJsonError, parse_request
@@ -29,6 +30,9 @@ from otel_audio.receiver.otlp_json import OtlpJsonError, parse_request
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _PATHS = {"/v1/traces": Signal.TRACES, "/v1/metrics": Signal.METRICS, "/v1/logs": Signal.LOGS}
+# Export requests being read or ingested at once; past this, new ones get 429 unread. Below
+# anyio's 40 worker threads, so an admitted request never waits for one while holding its body.
+MAX_BACKLOG = 32
 
 
 class TooLarge(Exception):
@@ -76,22 +80,51 @@ def _encoded(
     return Response(message.SerializeToString(), http_status, headers=headers, media_type=PROTOBUF)
 
 
-def build_otlp_http_app(ingestor: Ingestor, auth: TokenAuth, max_request_bytes: int) -> Starlette:
-    """The Starlette application serving OTLP/HTTP."""
+_UNAUTHENTICATED = "missing or invalid bearer token"
+_FORBIDDEN = "this token's scope does not allow sending telemetry; use an ingest or admin token"
+
+
+def _bounded(export: Any, ingestor: Ingestor) -> Any:
+    """``export`` behind a count of requests in progress: past ``MAX_BACKLOG`` the reply is 429
+    with Retry-After before the body is read, so waiting requests never pile up in memory."""
+    backlog = 0  # one event loop runs every request: no lock needed
+
+    async def bounded(request: Request) -> Response:
+        nonlocal backlog
+        if backlog >= MAX_BACKLOG:
+            ingestor.refuse(_PATHS[request.url.path], "http", "overloaded")
+            as_json = request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON
+            message = f"{backlog} export requests already being read or ingested (limit {MAX_BACKLOG})"
+            status = retry_status(code_pb2.RESOURCE_EXHAUSTED, message, ingestor.retry_after_s)
+            return _encoded(status, 429, as_json, {"Retry-After": str(ingestor.retry_after_s)})
+        backlog += 1
+        try:
+            return await export(request)
+        finally:
+            backlog -= 1
+
+    return bounded
+
+
+def build_otlp_http_app(
+    ingestor: Ingestor, auth: TokenAuth, max_request_bytes: int, *, public_health: bool = True
+) -> Starlette:
+    """The Starlette application serving OTLP/HTTP: export needs an ingest (or admin) token,
+    ``/healthz`` any valid token unless ``public_health``."""
 
     async def export(request: Request) -> Response:
         signal = _PATHS[request.url.path]
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         as_json = content_type == JSON
-        if not auth.allows(request.headers.get("authorization")):
+        decision = auth.decide(request.headers.get("authorization"), Scope.INGEST)
+        if decision is Decision.UNAUTHENTICATED:
             ingestor.refuse(signal, "http", "unauthenticated")
             return _status_response(
-                code_pb2.UNAUTHENTICATED,
-                401,
-                "missing or invalid bearer token",
-                as_json,
-                {"WWW-Authenticate": "Bearer"},
+                code_pb2.UNAUTHENTICATED, 401, _UNAUTHENTICATED, as_json, {"WWW-Authenticate": "Bearer"}
             )
+        if decision is Decision.FORBIDDEN:
+            ingestor.refuse(signal, "http", "forbidden")
+            return _status_response(code_pb2.PERMISSION_DENIED, 403, _FORBIDDEN, as_json)
         if content_type not in (PROTOBUF, JSON):
             ingestor.refuse(signal, "http", "invalid")
             return _status_response(
@@ -131,8 +164,10 @@ def build_otlp_http_app(ingestor: Ingestor, auth: TokenAuth, max_request_bytes: 
         return _encoded(export_response(signal, result.rejected, result.message), 200, as_json)
 
     async def healthz(request: Request) -> Response:
+        if not public_health and not auth.allows(request.headers.get("authorization")):
+            return JSONResponse({"error": _UNAUTHENTICATED}, 401, headers={"WWW-Authenticate": "Bearer"})
         return JSONResponse({"status": "ok"})
 
-    routes = [Route(path, export, methods=["POST"]) for path in _PATHS]
+    routes = [Route(path, _bounded(export, ingestor), methods=["POST"]) for path in _PATHS]
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     return Starlette(routes=routes)

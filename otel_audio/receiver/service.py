@@ -9,10 +9,12 @@ NOT_SERVING, stop accepting and let in-flight requests finish, stop the ticker, 
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -21,10 +23,10 @@ from typing import Any
 import uvicorn
 
 from otel_audio.dashboard.hub import DashboardHub
-from otel_audio.receiver.auth import TokenAuth
+from otel_audio.receiver.auth import Scope, Token, TokenAuth
 from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.chain import ChainContext, ProcessorChain, build_chain, register
-from otel_audio.receiver.config import ConfigError, ReceiverConfig
+from otel_audio.receiver.config import ConfigError, ReceiverConfig, TLSConfig
 from otel_audio.receiver.grpc_server import build_grpc_server
 from otel_audio.receiver.http_server import build_otlp_http_app
 from otel_audio.receiver.ingest import Ingestor
@@ -129,11 +131,32 @@ def _selfmon(options: dict[str, Any], context: ChainContext) -> SelfMonitor:
     return SelfMonitor(context.metrics, refresh)
 
 
+def _is_loopback(host: str) -> bool:
+    """True for loopback addresses and ``localhost``: nothing off this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def _uvicorn_tls(tls: TLSConfig) -> dict[str, Any]:
+    """uvicorn's TLS settings for ``server.tls``; with ``client_ca_file`` a client certificate
+    signed by that CA is required, as on the gRPC port."""
+    if not tls.cert_file:
+        return {}
+    settings: dict[str, Any] = {"ssl_certfile": tls.cert_file, "ssl_keyfile": tls.key_file}
+    if tls.client_ca_file:
+        settings |= {"ssl_ca_certs": tls.client_ca_file, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return settings
+
+
 class _Uvicorn(uvicorn.Server):
     """A uvicorn server on a socket bound up front (so port 0 works), run on its own thread."""
 
-    def __init__(self, app: Any, host: str, port: int, ssl: dict[str, str]) -> None:
-        super().__init__(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **ssl))
+    def __init__(self, app: Any, host: str, port: int, tls: dict[str, Any]) -> None:
+        super().__init__(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **tls))
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # Naming TCP explicitly makes asyncio set TCP_NODELAY on accepted connections; without it
         # every reply after the first on a kept-alive connection waits ~40 ms for delayed ACKs.
@@ -171,8 +194,10 @@ class Receiver:
         tls = config.server.tls
         if bool(tls.cert_file) != bool(tls.key_file):
             raise ConfigError("server.tls: cert_file and key_file must be set together")
+        if tls.client_ca_file and not tls.cert_file:
+            raise ConfigError("server.tls.client_ca_file: needs cert_file and key_file (TLS) as well")
         self.metrics = SelfMetrics()
-        self.auth = TokenAuth(config.server.auth.tokens)
+        self.auth = TokenAuth(Token(t.token, Scope(t.scope)) for t in config.server.auth.tokens)
         self.data_dir = Path(config.storage.data_dir)
         try:
             self.retention = RetentionConfig.from_mapping(config.storage.blocks.retention)
@@ -253,24 +278,30 @@ class Receiver:
             self.ingestor, server, self.auth, limits.max_request_bytes
         )
         self._grpc.start()
-        ssl = (
-            {"ssl_certfile": server.tls.cert_file, "ssl_keyfile": server.tls.key_file}
-            if server.tls.cert_file
-            else {}
-        )
+        tls = _uvicorn_tls(server.tls)
         otlp_http = _Uvicorn(
-            build_otlp_http_app(self.ingestor, self.auth, limits.max_request_bytes),
+            build_otlp_http_app(
+                self.ingestor, self.auth, limits.max_request_bytes, public_health=server.auth.public_health
+            ),
             server.host,
             server.http_port,
-            ssl,
+            tls,
         )
-        api = _Uvicorn(build_api_app(self), server.host, server.api_port, ssl)
+        api = _Uvicorn(build_api_app(self), server.host, server.api_port, tls)
         for each in (otlp_http, api):
             each.start()
             self._servers.append(each)
         self.http_port, self.api_port = otlp_http.port, api.port
-        if not self.auth.enabled and server.host not in ("127.0.0.1", "::1", "localhost"):
-            _log.warning("listening on %s without authentication: set server.auth.tokens", server.host)
+        if not self.auth.enabled and not _is_loopback(server.host):
+            _log.warning(
+                "listening on %s without authentication: anyone who can reach ports %d, %d and %d "
+                "can send, read and change data; set server.auth.tokens (docs/security.md) or "
+                "bind to 127.0.0.1",
+                server.host,
+                self.grpc_port,
+                self.http_port,
+                self.api_port,
+            )
 
     def _tick_loop(self) -> None:
         interval = self.config.tick_interval_s
