@@ -10,12 +10,12 @@ makes sure each reaches every channel it is routed to, across outages and restar
     outbox.start()
     outbox.put(notification, ["oncall"])   # stored (fsync'd) now, delivered by a worker thread
 
-``outbox`` holds the durability and retry semantics, ``backoff`` the retry timing; ``channels`` the payload each receiver
-documents. ``docs/notifications.md`` is the user's reference.
+``outbox`` holds the durability and retry semantics, ``backoff`` the retry timing, ``channels``
+the payload each receiver documents. ``docs/notifications.md`` is the user's reference.
 """
 
-from otel_audio.notify.channels import Channel, DeliveryError, channel_from_config
 from otel_audio.notify.backoff import Backoff
+from otel_audio.notify.channels import Channel, DeliveryError, channel_from_config
 from otel_audio.notify.outbox import Attempt, Delivery, Outbox
 
 __all__ = ["Attempt", "Backoff", "Channel", "Delivery", "DeliveryError", "Outbox", "channel_from_config"]

@@ -13,17 +13,14 @@ Full jitter (``uniform(0, c)``) spreads load slightly better but can retry a dea
 milliseconds after the last failure, however long the outage has lasted.
 
 A channel's config takes ``min_backoff`` (the base) and ``max_backoff`` (the cap) as seconds or
-durations (``100ms``, ``1s``, ``1m``); :func:`backoff_from_config` reads them.
+durations (``100ms``, ``1s``, ``1m``); :func:`otel_audio.notify.channels.channel_from_config`
+reads them.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from otel_audio.notify.channels.base import ConfigReader
 
 DEFAULT_BASE_S = 1.0
 # Alertmanager's own notification retries stop growing at 1 minute (cenkalti/backoff's
@@ -57,21 +54,3 @@ class Backoff:
         """The wait before retry number ``attempt`` (1 for the first retry)."""
         ceiling = self.ceiling(attempt)
         return rng.uniform(ceiling / 2.0, ceiling)
-
-
-def backoff_from_config(name: str, config: Mapping[str, Any]) -> Backoff | None:
-    """The backoff a channel's config asks for (``min_backoff``, ``max_backoff``), or None for the
-    outbox's default; ValueError names ``channels.<name>.<field>``."""
-    if "min_backoff" not in config and "max_backoff" not in config:
-        return None
-    read = ConfigReader(name, config, set(config))
-    base = read.seconds("min_backoff", DEFAULT_BASE_S)
-    cap = read.seconds("max_backoff", max(DEFAULT_CAP_S, base))
-    if base <= 0:
-        got = config["min_backoff"]
-        raise ValueError(f"{read.where('min_backoff')}: expected a duration above 0, got {got!r}")
-    if cap < base:
-        got = config["max_backoff"]
-        where = read.where("max_backoff")
-        raise ValueError(f"{where}: expected at least min_backoff ({base:g} s), got {got!r}")
-    return Backoff(base_s=base, cap_s=cap)

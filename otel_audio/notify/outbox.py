@@ -14,16 +14,22 @@ Semantics:
   request and the row being marked delivered sends it again on restart; channels carry an
   idempotency key where the receiver supports one (PagerDuty ``dedup_key``, the webhook's
   ``Idempotency-Key`` header, the email ``Message-ID``).
-- **Retries until delivered.** A retryable failure (network error, 408, 429, 5xx) waits with
-  exponential backoff and full jitter (``uniform(0, min(cap, base * 2**(attempt-1)))``, base 1 s,
-  cap 5 min by default), or exactly what ``Retry-After`` asked for. A failure the receiver will
+- **Retries until delivered.** A retryable failure (network error, timeout, 408, 429, 5xx) waits
+  with exponential backoff and equal jitter (``uniform(c/2, c)``, ``c = min(cap, base *
+  2**(attempt-1))``; :mod:`otel_audio.notify.backoff`), base 1 s and cap 1 min by default or the
+  channel's own ``min_backoff`` / ``max_backoff``, or exactly what ``Retry-After`` asked for.
+  Only the channel's oldest row is tried while it fails (it is the probe); the rows behind it
+  go, in order, as soon as it gets through. Every send is kept in the attempt log
+  (:meth:`Outbox.attempts`). A failure the receiver will
   never accept (other 4xx, a 5xx SMTP reply) marks the row failed, with its error, and the channel
   moves on; failed rows stay in :meth:`Outbox.history` for the API.
 - **Restart.** Rows not yet delivered when the process stopped are delivered after
   :meth:`Outbox.start`. Rows for a channel no longer configured wait in :meth:`Outbox.pending`.
 - **Re-sending.** A channel with a ``resend_interval_s`` above 0 (Alertmanager's API, whose alerts
   resolve by themselves unless posted again) gets the last delivered firing notification of each
-  group re-sent that often until a later notification of the group is delivered.
+  group re-sent that often until a later notification of the group is delivered. While the
+  channel has a row waiting for a retry, nothing is re-sent (the target is down); a failed
+  re-send ends the round and the next round backs off like a row does.
 
 Usage::
 

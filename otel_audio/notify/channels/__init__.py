@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from otel_audio.notify.backoff import backoff_from_config
+from otel_audio.notify.backoff import DEFAULT_BASE_S, DEFAULT_CAP_S, Backoff
 from otel_audio.notify.channels.alertmanager import AlertmanagerChannel, postable_alerts
-from otel_audio.notify.channels.base import Channel, DeliveryError
+from otel_audio.notify.channels.base import Channel, ConfigReader, DeliveryError
 from otel_audio.notify.channels.email import EmailChannel, email_message
 from otel_audio.notify.channels.pagerduty import PagerDutyChannel, pagerduty_event
 from otel_audio.notify.channels.slack import SlackChannel, slack_payload
@@ -53,8 +53,26 @@ def channel_from_config(name: str, config: Mapping[str, Any]) -> Channel:
     if kind not in CHANNEL_TYPES:
         raise ValueError(f"channels.{name}.type: expected one of {', '.join(CHANNEL_TYPES)}, got {kind!r}")
     channel = CHANNEL_TYPES[kind].from_config(name, dict(config))
-    channel.backoff = backoff_from_config(name, config)
+    channel.backoff = _backoff(name, config)
     return channel
+
+
+def _backoff(name: str, config: Mapping[str, Any]) -> Backoff | None:
+    """The backoff a channel's config asks for (``min_backoff``, ``max_backoff``), or None for the
+    outbox's default; ValueError names ``channels.<name>.<field>``."""
+    if "min_backoff" not in config and "max_backoff" not in config:
+        return None
+    read = ConfigReader(name, config, set(config))
+    base = read.seconds("min_backoff", DEFAULT_BASE_S)
+    cap = read.seconds("max_backoff", max(DEFAULT_CAP_S, base))
+    if base <= 0:
+        got = config["min_backoff"]
+        raise ValueError(f"{read.where('min_backoff')}: expected a duration above 0, got {got!r}")
+    if cap < base:
+        got = config["max_backoff"]
+        where = read.where("max_backoff")
+        raise ValueError(f"{where}: expected at least min_backoff ({base:g} s), got {got!r}")
+    return Backoff(base_s=base, cap_s=cap)
 
 
 __all__ = [
