@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml otel_audio/receiver/_otlp_scan.c | $(PY)
 	$(PY) -m pip install --quiet -e '.[receiver,quality,test]'
 	touch $(STAMP)
 
+# make demo DEMO_ARGS="--duration 60 --fault-every 20": options of otel-audio demo --serve (docs/demo.md)
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(PY) -m otel_audio.cli demo --serve
+	$(PY) -m otel_audio.cli demo --serve $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -68,6 +68,13 @@ def leaked_bytes() -> int:
     return sum(block.nbytes for block in _leaked)
 
 
+def release_leaked() -> int:
+    """Drop the injected leak's memory (the demo "restarts" the leaking worker); the bytes freed."""
+    freed = leaked_bytes()
+    _leaked.clear()
+    return freed
+
+
 class EnhancementError(RuntimeError):
     """The denoiser failed on a file."""
 

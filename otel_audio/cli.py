@@ -6,8 +6,10 @@ Commands available now:
   OTLP HTTP 4318, API 8080 on 127.0.0.1 by default) until SIGTERM or Ctrl-C.
 - ``otel-audio demo``: run the instrumented example pipeline (``examples/`` of a source
   checkout) on generated noisy speech and print a summary of its telemetry. By default the
-  telemetry stays in memory; ``--serve`` starts a receiver and exports to it (what ``make demo``
-  runs); ``--endpoint URL`` exports over OTLP to a collector instead.
+  telemetry stays in memory; ``--endpoint URL`` exports over OTLP to a collector instead.
+  ``--serve`` (what ``make demo`` runs, ``examples/demo_serve.py``) starts a receiver with alert
+  rules, SLOs and a webhook to ``notifications.jsonl``, and streams files through it with a fault
+  every ``--fault-every`` seconds until Ctrl-C (``--duration S``: S seconds; ``--once``: one pass).
 - ``otel-audio semconv``: print the semantic-conventions tables (``docs/semantic-conventions.md``).
 - ``otel-audio --version``.
 
@@ -19,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from otel_audio import semconv
 from otel_audio.version import __version__
@@ -75,10 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a receiver (embedded store) in this process, export to it, query it back through "
         "its API, and keep serving until Ctrl-C",
     )
-    demo.add_argument("--once", action="store_true", help="with --serve: stop after the pipeline run")
+    demo.add_argument(
+        "--once", action="store_true", help="with --serve: one pass over --files files, then stop"
+    )
     demo.add_argument(
         "--data-dir", default="./otel-audio-data", help="with --serve: the receiver's data directory"
     )
+    _demo_stream_arguments(demo)
     demo.set_defaults(handler=_demo)
 
     serve = commands.add_parser(
@@ -128,6 +131,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 (any free one) to 65535, got {value}")
+    return value
+
+
+def _demo_stream_arguments(demo: argparse.ArgumentParser) -> None:
+    """The options of the streaming demo (``--serve`` without ``--once``; docs/demo.md)."""
+    demo.add_argument(
+        "--duration", type=_positive_float, metavar="S", help="with --serve: stop after S seconds"
+    )
+    demo.add_argument(
+        "--rate", type=_positive_float, default=2.0, help="with --serve: files per second (default: 2)"
+    )
+    demo.add_argument(
+        "--fault-every",
+        type=_non_negative_float,
+        default=120.0,
+        metavar="S",
+        help="with --serve: start a fault every S seconds, the first after S (default: 120; 0: none)",
+    )
+    demo.add_argument(
+        "--fault-length",
+        type=_positive_float,
+        default=40.0,
+        metavar="S",
+        help="with --serve: how long each fault lasts (default: 40)",
+    )
+    demo.add_argument(
+        "--fault-kinds",
+        metavar="K,K",
+        help="with --serve: the faults, in turn (default: latency,quality,errors,memory)",
+    )
+    demo.add_argument(
+        "--progress-every",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="with --serve, when output is not a terminal: a status line every S seconds (default: 10)",
+    )
+    for name, default, what in (
+        ("grpc", 4317, "OTLP gRPC"),
+        ("http", 4318, "OTLP HTTP"),
+        ("api", 8080, "API"),
+    ):
+        demo.add_argument(
+            f"--{name}-port",
+            type=_port,
+            default=default,
+            help=f"with --serve: the receiver's {what} port (default: {default}; 0: any free one)",
+        )
+
+
 def _delegate(target: str, argv: list[str]) -> int:
     """Run a command whose parser lives with its module (it parses ``argv``, --help included)."""
     module, function = target.split(":")
@@ -152,7 +223,7 @@ def _demo(args: argparse.Namespace) -> int:
         sys.path.insert(0, str(root))
     demo = importlib.import_module("examples.demo")
     if args.serve:
-        return _demo_with_receiver(demo, args)
+        return _demo_with_receiver(args)
     return int(
         demo.run_demo(
             args.files, endpoint=args.endpoint, faults=args.faults, output_dir=args.output, seed=args.seed
@@ -160,82 +231,32 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
-DEMO_PROCESSORS: list[Any] = [
-    "selfmon",
-    {"spanmetrics": {"flush_interval_s": 5}},
-    {"derived": {"window": "1m"}},
-    {"slo": {}},
-    {
-        "alerting": {
-            "rules": [
-                {
-                    "name": "SlowEnhancement",
-                    "condition": 'p95(audio.stage.duration{audio.stage="enhancement"}, 1m) > 0.25',
-                    "severity": "warning",
-                    "annotations": {"summary": "enhancement p95 {{ humanize $value }}s"},
-                },
-                {"name": "StageErrors", "condition": "increase(audio.errors, 5m) > 0", "severity": "error"},
-            ]
-        }
-    },
-    "store",
-]
-"""The demo receiver's chain: span metrics, derived audio metrics, the default SLOs and two alert
-rules (no channels: alerts and incidents show on the dashboard), so the dashboard has something
-to show for every page."""
-
-
-def _demo_with_receiver(demo: Any, args: argparse.Namespace) -> int:
-    """The pipeline exporting over OTLP to a receiver started here, then read back through its API."""
-    import threading
-
-    from otel_audio.receiver.config import load_config
-    from otel_audio.receiver.service import Receiver
-
-    receiver = Receiver(load_config(None, storage__data_dir=args.data_dir, processors=DEMO_PROCESSORS))
+def _demo_with_receiver(args: argparse.Namespace) -> int:
+    """``demo --serve``: the receiver, the streaming pipeline and its faults (``examples/demo_serve.py``)."""
+    demo_serve = importlib.import_module("examples.demo_serve")
     try:
-        receiver.start()
-    except OSError as exc:  # the default ports are taken, e.g. by another receiver: use free ones
-        print(f"note: default ports unavailable ({exc}); using free ports", flush=True)
-        receiver = Receiver(
-            load_config(
-                None,
-                storage__data_dir=args.data_dir,
-                server__grpc_port=0,
-                server__http_port=0,
-                server__api_port=0,
-                processors=DEMO_PROCESSORS,
-            )
-        )
-        receiver.start()
-    api = f"http://{receiver.config.server.host}:{receiver.api_port}"
-    print(f"receiver started: OTLP gRPC :{receiver.grpc_port}, OTLP HTTP :{receiver.http_port}, API {api}")
-    print(f"dashboard: {api}/", flush=True)
-    try:
-        demo.run_demo(
-            args.files,
-            endpoint=f"http://127.0.0.1:{receiver.grpc_port}",
+        settings = demo_serve.DemoSettings(
+            data_dir=args.data_dir,
+            files=args.files,
+            once=args.once,
             faults=args.faults,
             output_dir=args.output,
             seed=args.seed,
-            shutdown=False,
+            duration_s=args.duration,
+            rate=args.rate,
+            fault_every_s=args.fault_every,
+            fault_length_s=args.fault_length,
+            fault_kinds=tuple(args.fault_kinds.split(",")) if args.fault_kinds else tuple(demo_serve.FAULTS),
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            api_port=args.api_port,
+            progress_every_s=args.progress_every,
         )
-        print(demo.receiver_summary(api), flush=True)
-        if not args.once:
-            print(f"serving at {api} until Ctrl-C (try {api}/api/v1/metrics)", flush=True)
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            try:
-                stop.wait()
-            except KeyboardInterrupt:
-                pass
-    finally:
-        import otel_audio
-
-        # configure() is idempotent: this is the demo's telemetry, shut down before its receiver.
-        otel_audio.configure().shutdown()
-        receiver.stop()
-    return 0
+        demo_serve.FaultSchedule(settings.fault_kinds, settings.fault_every_s, settings.fault_length_s)
+    except ValueError as exc:
+        print(f"otel-audio demo: {exc}", file=sys.stderr)
+        return 2
+    return int(demo_serve.run(settings))
 
 
 def _serve(args: argparse.Namespace) -> int:
