@@ -176,7 +176,10 @@ class _Uvicorn(uvicorn.Server):
         if not self.ready.wait(30):
             raise RuntimeError("HTTP server did not start within 30 s")
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 5.0) -> None:
+        # Bounded: a TLS connection left half-open (seen after a client without the required
+        # certificate was refused) otherwise holds uvicorn's shutdown open indefinitely.
+        self.config.timeout_graceful_shutdown = max(1, round(grace_s))
         self.should_exit = True
         self.thread.join(10)
         self.socket.close()
@@ -259,7 +262,11 @@ class Receiver:
         since = time.time_ns() - config.limits.series_idle_s * 10**9
         self.ingestor.restore_series(self.store.recent_series(since))
         replayed = self.ingestor.replay(self.store.checkpoint.lsn + 1)
+        if self.alerting is not None:  # the alert history already holds what the log changed
+            self.alerting.evaluating = False
         _log.info("replayed %d WAL records from %s", replayed, self.data_dir / "wal")
+        if self.alerting is not None:
+            self.alerting.evaluating = True
         try:
             self._listen()
         except BaseException:
@@ -325,7 +332,7 @@ class Receiver:
         if self._grpc is not None:
             self._grpc.stop(grace_s).wait(grace_s + 1)
         for each in self._servers:
-            each.stop()
+            each.stop(grace_s)
 
     def _close_storage(self) -> None:
         self.chain.close()
