@@ -262,11 +262,7 @@ class Receiver:
         since = time.time_ns() - config.limits.series_idle_s * 10**9
         self.ingestor.restore_series(self.store.recent_series(since))
         replayed = self.ingestor.replay(self.store.checkpoint.lsn + 1)
-        if self.alerting is not None:  # the alert history already holds what the log changed
-            self.alerting.evaluating = False
         _log.info("replayed %d WAL records from %s", replayed, self.data_dir / "wal")
-        if self.alerting is not None:
-            self.alerting.evaluating = True
         try:
             self._listen()
         except BaseException:
