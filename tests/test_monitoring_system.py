@@ -163,6 +163,12 @@ def test_metric_collection(start_receiver, monitors):
     for service in data.services:
         assert list(summed[service].values()) == pytest.approx(data.values[service]["latency"], abs=1e-6)
 
+    # a receiver without the alerting processor: health still judges the services by their data,
+    # those that reported a metric this monitor collected included (the OTLP one)
+    health = monitor.check_health()
+    assert (health.status, health.healthy_services, health.total_services) == ("healthy", 3, 3)
+    assert sorted(health.services) == sorted(data.services)
+
 
 # -- 2. alert generation -----------------------------------------------------------------------------
 
