@@ -33,6 +33,8 @@ from aiosmtpd.controller import Controller
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
 from otel_audio.notify import Outbox
+from otel_audio.notify.channels import AlertmanagerChannel
+from otel_audio.processors.alerting.model import Alert, AlertState, Notification
 from tests.external import RecordingServer, free_port, require_external
 from tests.receiver_helpers import gauge, metrics_request
 
@@ -300,6 +302,21 @@ def assert_backoff_grew_to_the_cap(outbox: Outbox, row: Any) -> None:
     assert all(b.at >= a.retry_at for a, b in pairwise(attempts)), "a retry came before its time"
 
 
+class FakeClock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def firing(group: str) -> Notification:
+    alert = Alert({"alertname": "Outage", "group": group}, {}, AlertState.FIRING, time.time_ns(), 0, 1.0)
+    return Notification(
+        "am", f"{{}}:{{group={group!r}}}", {"group": group}, (alert,), "firing", time.time_ns()
+    )
+
+
 # -- the scenarios -------------------------------------------------------------------------------
 
 
@@ -406,6 +423,36 @@ def test_an_outage_survives_a_receiver_restart_and_is_delivered_once(start_recei
     attempts = outbox.attempts(head.id)
     assert len(attempts) == head.attempts >= 3  # its retries before the restart and after
     assert all(b.at >= a.retry_at for a, b in pairwise(attempts) if a.retry_at is not None)
+
+
+def test_a_slow_alertmanager_resend_round_goes_in_batches_behind_new_notifications(tmp_path):
+    """Re-sends (Alertmanager forgets alerts not posted again) must not queue a new page behind a
+    slow target's answer for every firing group: they go 64 groups to a request, and a new
+    notification goes before the rest of the round."""
+    clock = FakeClock()
+    server = RecordingServer().start()
+    channel = AlertmanagerChannel("am", server.url(), resend_interval_s=60, timeout_s=10)
+    outbox = Outbox(tmp_path / "o.sqlite", {"am": channel}, clock=clock)
+    try:
+        outbox.start()
+        for i in range(100):
+            outbox.put(firing(f"g{i}"), ["am"])
+        server.wait_for(100, "/api/v2/alerts")
+        wait_until(lambda: not outbox.pending(), what="first delivery")
+        server.hold("/api/v2/alerts")  # slow, within the timeout
+        clock.t += 60
+        outbox.wake()
+        wait_until(lambda: server.arrived("/api/v2/alerts") == 101, what="the re-send round")
+        outbox.put(firing("new"), ["am"])
+        server.release("/api/v2/alerts")
+        requests_ = server.wait_for(103, "/api/v2/alerts")[100:]
+        wait_until(lambda: outbox.stats()["am"]["resent"] == 100, what="the rest of the round")
+    finally:
+        outbox.close()
+        server.stop()
+    groups = [[a["labels"]["group"] for a in r.body] for r in requests_]
+    assert [len(g) for g in groups] == [64, 1, 36]
+    assert groups[1] == ["new"] and sorted(groups[0] + groups[2]) == sorted(f"g{i}" for i in range(100))
 
 
 def test_backoff_settings_are_read_per_channel_with_precise_errors():

@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS attempts (  -- one row per send of a delivery, for th
 );
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id, at);
 """
+RESEND_BATCH = 64  # groups per re-send request, as Prometheus batches alerts to Alertmanager
 _LOG_ATTEMPT = "INSERT INTO attempts (delivery_id, at, retry_at, error) VALUES (?, ?, ?, ?)"
 # OR IGNORE: the idempotency key is UNIQUE, so putting a notification twice adds nothing.
 _INSERT = (
@@ -399,10 +400,12 @@ class Outbox:
     ) -> float:
         """Re-send each group whose latest row is a delivered firing one older than ``interval_s``.
 
-        A failed re-send ends the round: the target is down or slow, and trying the other groups
-        would only wait out their timeouts one by one. The next round comes after the channel's
-        backoff for the consecutive failed rounds (``failures[0]``), so an outage of the target
-        sees growing gaps here too, not a re-send every second.
+        Due groups go ``RESEND_BATCH`` to a request when the channel has ``send_batch``
+        (Alertmanager takes a list of alerts), and a new row waiting goes before the rest of the
+        round, so a slow target's re-sends never hold up a new page. A failed re-send ends the
+        round: the target is down or slow, and trying the other groups would only wait out their
+        timeouts one by one. The next round comes after the channel's backoff for the consecutive
+        failed rounds (``failures[0]``), so an outage sees growing gaps here too.
         """
         with self._lock:
             rows = self._db.execute(
@@ -412,31 +415,36 @@ class Outbox:
                 " ORDER BY d.delivered_at",
                 (name,),
             ).fetchall()
-        wait = interval_s
-        for row_id, payload, delivered_at in rows:
-            due = delivered_at + interval_s
-            if due > now:
-                wait = min(wait, due - now)
-                break  # ordered by delivered_at: the rest are due later still
-            if self._stopping.is_set():
-                return 0.0
+        due = [(row_id, payload) for row_id, payload, at in rows if at + interval_s <= now]
+        later = [at + interval_s - now for _, _, at in rows[len(due) :]]  # ordered: the rest are later
+        send_batch = getattr(channel, "send_batch", None)
+        size = RESEND_BATCH if send_batch is not None else 1
+        for start in range(0, len(due), size):
+            if self._stopping.is_set() or (start and self._head(name) is not None):
+                return 0.0  # stopping, or a new row came: it goes first, the round goes on after
+            chunk = due[start : start + size]
+            notifications = [notification_from_json(payload) for _, payload in chunk]
             try:
-                channel.send(notification_from_json(payload))
+                if send_batch is not None:
+                    send_batch(notifications)
+                else:
+                    channel.send(notifications[0])
             except Exception as exc:
                 failures[0] += 1
                 delay = self._delay(name, failures[0], getattr(exc, "retry_after_s", None))
                 _log.warning(
-                    "outbox %s: re-send of row %d failed (%d in a row, next in %.1f s): %s",
-                    name, row_id, failures[0], delay, exc,
+                    "outbox %s: re-send of %d group(s) failed (%d in a row, next in %.1f s): %s",
+                    name, len(chunk), failures[0], delay, exc,
                 )  # fmt: skip
                 return delay
             failures[0] = 0
-            with self._lock:
-                self._db.execute(
-                    "UPDATE deliveries SET delivered_at = ? WHERE id = ?", (self._clock(), row_id)
+            with self._write() as db:
+                db.executemany(
+                    "UPDATE deliveries SET delivered_at = ? WHERE id = ?",
+                    [(self._clock(), row_id) for row_id, _ in chunk],
                 )
-                self._stats[name]["resent"] += 1
-        return wait
+                self._stats[name]["resent"] += len(chunk)
+        return min([interval_s, *later])
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -14,6 +14,7 @@ alert for that reason, and so does this channel: it has ``resend_interval_s`` (d
 half the default ``resolve_timeout``; set it below half of yours), and the outbox re-sends the last
 delivered firing notification of each group that often until the group's resolution is delivered.
 A resolved alert is posted with its ``endsAt``, which resolves it in Alertmanager at once.
+Re-sends go up to 64 groups to a request (``send_batch``), as Prometheus batches its alerts.
 
 Give one channel per Alertmanager of a cluster, as Prometheus does; the cluster deduplicates.
 """
@@ -79,13 +80,12 @@ class AlertmanagerChannel:
         self._session = requests.Session()
 
     def send(self, notification: Notification) -> None:
-        post_json(
-            self._session,
-            self.url,
-            postable_alerts(notification),
-            headers=self.headers,
-            timeout_s=self.timeout_s,
-        )
+        self.send_batch([notification])
+
+    def send_batch(self, notifications: list[Notification]) -> None:
+        """Post the alerts of several notifications in one request (the outbox's re-sends)."""
+        alerts = [alert for n in notifications for alert in postable_alerts(n)]
+        post_json(self._session, self.url, alerts, headers=self.headers, timeout_s=self.timeout_s)
 
     @classmethod
     def from_config(cls, name: str, config: dict[str, Any]) -> AlertmanagerChannel:
