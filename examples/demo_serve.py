@@ -44,19 +44,19 @@ SERVICE = "otel-audio-demo"
 CHANNEL = "demo-log"
 NOTIFICATIONS_FILE = "notifications.jsonl"
 
-# The default SLOs (docs/slo.md) that fit a demo: availability as it is; latency and quality with
-# objectives the example pipeline meets when no fault is on (its files take 0.1 s to 0.6 s, as
-# busy as the machine is, against the default's 100 ms; its noisy inputs never reach the
-# default's PESQ 3.5). Throughput is left out: the demo paces itself, and its partial first
-# minute would count as a bad one.
+# The default SLOs (docs/slo.md) fitted to a demo: availability as it is; latency on the
+# enhancement stage alone (whole files take 0.1 s to over 1 s, as busy as the machine is, where the
+# default asks 100 ms; the denoiser takes tens of milliseconds); quality on STOI (the noisy inputs
+# never reach the default's PESQ 3.5). Throughput is left out: the demo paces itself, and its
+# partial first minute would count as a bad one.
 DEMO_SLOS: list[dict[str, Any]] = [
     *(slo for slo in DEFAULT_SLOS if slo["name"] == "availability"),
     {
         "name": "latency",
-        "description": "Files through the whole pipeline in 1 s or less.",
+        "description": "Enhancement (the denoiser) in 250 ms or less.",
         "objective": 0.95,
         "window": "7d",
-        "sli": {"histogram": {"metric": "audio.pipeline.duration", "le": 1.0}},
+        "sli": {"histogram": {"metric": 'audio.stage.duration{audio.stage="enhancement"}', "le": 0.25}},
     },
     {
         "name": "quality",
@@ -213,7 +213,8 @@ def _banner(
         f"receiver started: OTLP gRPC :{receiver.grpc_port}, OTLP HTTP :{receiver.http_port}, API {api}",
         f"dashboard: {api}/",
         f"api: {api}/api/v1 (try {api}/api/v1/metrics, {api}/api/v1/alerts)",
-        f"otlp: grpc http://{host}:{receiver.grpc_port}, http http://{host}:{receiver.http_port}/v1/traces",
+        f"otlp: grpc http://{host}:{receiver.grpc_port}, "
+        f"http http://{host}:{receiver.http_port} (/v1/traces, /v1/metrics, /v1/logs)",
         f"notifications: {log.path} (Alertmanager webhook v4, one JSON line each, received at {log.url})",
         f"data dir: {data_dir}",
         f"faults: {faults}",

@@ -127,7 +127,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         history = requests.get(
             f"{api}/api/v1/alerts/history", params={"rule": "StageErrors"}, timeout=30
         ).json()["transitions"]
-        demo = psutil.Process(process.pid).children()[0]  # the Python process make started
+        demo = next(  # the Python process make started
+            p for p in psutil.Process(process.pid).children(recursive=True) if "otel_audio.cli" in p.cmdline()
+        )
         demo.send_signal(signal.SIGINT)  # what Ctrl-C delivers to it
         demo.wait(60)
         make_status = process.wait(30)  # make passes on the demo's status: 0 only if it exited 0
@@ -193,7 +195,7 @@ def test_the_start_says_where_everything_is(demo_run: DemoRun) -> None:
     text = "\n".join(demo_run.stdout)
     assert f"dashboard: {demo_run.api}/" in text
     assert re.search(
-        r"^otlp: grpc http://127\.0\.0\.1:\d+, http http://127\.0\.0\.1:\d+/v1/traces$", text, re.M
+        r"^otlp: grpc http://127\.0\.0\.1:\d+, http http://127\.0\.0\.1:\d+ \(/v1/traces, ", text, re.M
     )
     assert f"notifications: {demo_run.data_dir / 'notifications.jsonl'} (Alertmanager webhook v4" in text
     assert f"data dir: {demo_run.data_dir}" in text
