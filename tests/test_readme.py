@@ -402,6 +402,24 @@ def test_every_benchmark_command_names_a_script_and_options_it_accepts():
         assert (ROOT / test_file).is_file(), test_file
 
 
+def test_every_inline_cli_command_names_a_subcommand_and_options_it_accepts():
+    """``otel-audio ...`` in the README's text: the subcommand exists, and so does every option
+    (in the CLI or in the module a subcommand delegates to)."""
+    import argparse
+
+    from otel_audio.cli import build_parser
+
+    (subcommands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    sources = [ROOT / "otel_audio" / "cli.py", *ROOT.glob("processors/**/*cli*.py")]
+    options_known = "\n".join(p.read_text() for p in sources)
+    commands = re.findall(r"`otel-audio ([^`]+)`", README.read_text())
+    assert len(commands) >= 5
+    for command in commands:
+        assert command.split()[0] in subcommands.choices, command
+        for option in re.findall(r"--[\w-]+", command):
+            assert f'"{option}"' in options_known, f"otel-audio {command}: no option {option}"
+
+
 # -- links ---------------------------------------------------------------------------------------
 
 
