@@ -16,6 +16,7 @@ the payload each receiver documents. ``docs/notifications.md`` is the user's ref
 
 from otel_audio.notify.backoff import Backoff
 from otel_audio.notify.channels import Channel, DeliveryError, channel_from_config
-from otel_audio.notify.outbox import Attempt, Delivery, Outbox
+from otel_audio.notify.outbox import Outbox
+from otel_audio.notify.rows import Attempt, Delivery
 
 __all__ = ["Attempt", "Backoff", "Channel", "Delivery", "DeliveryError", "Outbox", "channel_from_config"]

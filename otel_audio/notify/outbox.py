@@ -52,82 +52,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from otel_audio.notify.backoff import Backoff
 from otel_audio.notify.channels.base import Channel, DeliveryError, idempotency_key
 from otel_audio.notify.codec import notification_from_json, notification_to_json
+from otel_audio.notify.rows import INSERT, LOG_ATTEMPT, SCHEMA, Attempt, Delivery
 from otel_audio.processors.alerting.model import Notification
 
 _log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    group_key TEXT NOT NULL,
-    status TEXT NOT NULL,              -- the notification's status: firing or resolved
-    payload TEXT NOT NULL,             -- the notification as JSON (notification_to_json)
-    created_at REAL NOT NULL,          -- seconds since the epoch, when put
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    delivered_at REAL,                 -- set once delivered (and on each re-send)
-    failed_at REAL,                    -- set when the receiver will never accept it
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (channel, delivered_at, failed_at, id);
-CREATE INDEX IF NOT EXISTS deliveries_group ON deliveries (channel, group_key, id);
-CREATE TABLE IF NOT EXISTS attempts (  -- one row per send of a delivery, for the API and outage review
-    delivery_id INTEGER NOT NULL,
-    at REAL NOT NULL,                  -- when the send ended
-    retry_at REAL,                     -- when it is tried again (NULL: delivered or failed for good)
-    error TEXT                         -- NULL: delivered
-);
-CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id, at);
-"""
 RESEND_BATCH = 64  # groups per re-send request, as Prometheus batches alerts to Alertmanager
-_LOG_ATTEMPT = "INSERT INTO attempts (delivery_id, at, retry_at, error) VALUES (?, ?, ?, ?)"
-# OR IGNORE: the idempotency key is UNIQUE, so putting a notification twice adds nothing.
-_INSERT = (
-    "INSERT OR IGNORE INTO deliveries (channel, idempotency_key, group_key, status, payload, created_at,"
-    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One send of a delivery: when it ended, its error (None: delivered), when it is tried again."""
-
-    at: float
-    retry_at: float | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One row of the outbox: a notification for one channel and how its delivery went."""
-
-    id: int
-    channel: str
-    idempotency_key: str
-    group_key: str
-    status: str
-    created_at: float
-    attempts: int
-    next_attempt_at: float
-    delivered_at: float | None
-    failed_at: float | None
-    last_error: str | None
-
-    @property
-    def state(self) -> str:
-        """``pending``, ``delivered`` or ``failed``."""
-        if self.delivered_at is not None:
-            return "delivered"
-        return "failed" if self.failed_at is not None else "pending"
 
 
 class Outbox:
@@ -162,7 +98,7 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         self._backoffs = {
             name: getattr(channel, "backoff", None) or self.backoff for name, channel in self.channels.items()
         }
@@ -207,7 +143,7 @@ class Outbox:
         with self._write() as db:
             for name in names:
                 row = (name, f"{base}:{name}", notification.group_key, notification.status, payload, now, now)
-                added += db.execute(_INSERT, row).rowcount
+                added += db.execute(INSERT, row).rowcount
         for name in names:
             self._wake[name].set()
         return added
@@ -361,7 +297,7 @@ class Outbox:
                     "UPDATE deliveries SET delivered_at = ?, attempts = ?, last_error = NULL WHERE id = ?",
                     (now, attempts + 1, row_id),
                 )
-                db.execute(_LOG_ATTEMPT, (row_id, now, None, None))
+                db.execute(LOG_ATTEMPT, (row_id, now, None, None))
                 self._stats[name]["delivered"] += 1
 
     def _failed(
@@ -375,7 +311,7 @@ class Outbox:
                     "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
                     (attempts, retry_at, error, row_id),
                 )
-                db.execute(_LOG_ATTEMPT, (row_id, now, retry_at, error))
+                db.execute(LOG_ATTEMPT, (row_id, now, retry_at, error))
                 self._stats[name]["retried"] += 1
             return
         with self._write() as db:
@@ -383,7 +319,7 @@ class Outbox:
                 "UPDATE deliveries SET failed_at = ?, attempts = ?, last_error = ? WHERE id = ?",
                 (now, attempts, error, row_id),
             )
-            db.execute(_LOG_ATTEMPT, (row_id, now, None, error))
+            db.execute(LOG_ATTEMPT, (row_id, now, None, error))
             self._stats[name]["failed"] += 1
         _log.warning("outbox %s: row %d failed for good: %s", name, row_id, error)
 
