@@ -381,10 +381,23 @@ def test_the_tutorial(tmp_path):
                 sink.wait_for_line(output_pattern(text.strip()), timeout=30)
             else:
                 pytest.fail(f"unknown tutorial step {exercise.kind}")
+        # "the overview has a denoiser row": the overview's columns read the span metrics
+        assert "denoiser" in wait_for_series(ports, "traces.span.metrics.calls", "denoiser")
     finally:
         statuses = [(b.command, b.stop()) for b in reversed(running)]
     serve_status = next(status for command, status in statuses if "otel-audio serve" in command)
     assert serve_status == 0, "the receiver stops cleanly on SIGTERM"
+
+
+def wait_for_series(ports: dict[str, int], metric: str, text: str, timeout: float = 30) -> str:
+    """The receiver's series of ``metric`` once they mention ``text`` (span metrics flush on a tick)."""
+    url = f"http://127.0.0.1:{ports['8080']}/api/v1/series"
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = requests.get(url, params={"metric": metric}, timeout=10)
+        if (reply.status_code == 200 and text in reply.text) or time.monotonic() > deadline:
+            return reply.text
+        time.sleep(0.2)
 
 
 # -- commands in the performance table -----------------------------------------------------------
