@@ -31,8 +31,8 @@ FAULTS: dict[str, tuple[Faults, str]] = {
         "errors: 3 files in 10 fail in load_audio, enhancement or output",
     ),
     "memory": (
-        Faults(leak_bytes_per_file=3 << 20),
-        "memory leak: 3 MiB per file kept in a cache that is never evicted",
+        Faults(leak_bytes_per_file=4 << 20),
+        "memory leak: 4 MiB per file kept in a cache that is never evicted",
     ),
 }
 
@@ -60,7 +60,7 @@ FAULT_RULES: list[dict[str, Any]] = [
     {
         "name": "MemoryGrowth",
         "condition": "rate_of_change(process.memory.usage, 30s) > 3e6",
-        "for": "20s",  # the process grows for a few seconds after start, as it warms up
+        "for": "15s",  # the process grows for a few seconds after start, as it warms up
         "severity": "warning",
         "annotations": {"summary": "resident memory grows {{ humanize $value }}B/s"},
     },

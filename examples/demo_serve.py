@@ -112,7 +112,7 @@ class DemoSettings:
     duration_s: float | None = None
     rate: float = 2.0
     fault_every_s: float = 120.0
-    fault_length_s: float = 40.0
+    fault_length_s: float = 45.0
     fault_kinds: tuple[str, ...] = tuple(FAULTS)
     grpc_port: int = 4317
     http_port: int = 4318
@@ -126,9 +126,7 @@ def run(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
 
     schedule = FaultSchedule(settings.fault_kinds, settings.fault_every_s, settings.fault_length_s)
     data_dir = Path(settings.data_dir).resolve()
-    stop = threading.Event()
-    if not settings.once:
-        _on_stop_signals(stop, out)
+    stop = _StopSignals() if not settings.once else None
     log = NotificationLog(data_dir / NOTIFICATIONS_FILE).start()
     receiver: Receiver | None = None
     try:
@@ -147,9 +145,9 @@ def run(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
                 shutdown=False,
             )
             print(demo.receiver_summary(api), file=out, flush=True)
-        elif not stop.is_set():
+        elif stop is not None and not stop.event.is_set():
             _stream(settings, schedule, endpoint, receiver, log, stop, out)
-            print(demo.receiver_summary(api), file=out, flush=True)
+            _summary(api, out)
     finally:
         # configure() is idempotent: this is the demo's telemetry, shut down before its receiver.
         otel_audio.configure().shutdown()
@@ -227,23 +225,23 @@ def _banner(
 
 def _stream(
     settings: DemoSettings, schedule: FaultSchedule, endpoint: str, receiver: Any, log: NotificationLog,
-    stop: threading.Event, out: TextIO,
+    stop: _StopSignals, out: TextIO,
 ) -> None:  # fmt: skip
     """The pipeline, file after file at ``settings.rate``, until stopped."""
+    inputs = _Inputs(settings.seed)  # generated before the process's memory is measured
     otel_audio.configure(
         SERVICE, endpoint=endpoint, logs=False, signal_metrics=True, signal_sample_ratio=0.25,
         system_metrics=True,
     )  # fmt: skip
     progress = Progress(out, every_s=settings.progress_every_s)
     pipeline = EnhancementPipeline(seed=settings.seed)
-    inputs = _Inputs(settings.seed)
     counts = Counts()
     started = time.monotonic()
     deadline = started + settings.duration_s if settings.duration_s else float("inf")
     seen = 0
     i = 0
     next_at = started
-    while not stop.is_set() and time.monotonic() < deadline:
+    while not stop.event.is_set() and time.monotonic() < deadline:
         elapsed = time.monotonic() - started
         fault, counts.change_in_s = schedule.at(elapsed)
         if fault != counts.fault:
@@ -266,12 +264,24 @@ def _stream(
         late = int((time.monotonic() - next_at) * settings.rate)  # files behind the schedule
         otel_audio.record_queue_size(max(late, 0), pipeline=pipeline.name)
         next_at = max(next_at, time.monotonic() - 1.0)  # after a stall, catch up one second at most
-        stop.wait(max(0.0, min(next_at, deadline) - time.monotonic()))
+        stop.event.wait(max(0.0, min(next_at, deadline) - time.monotonic()))
     progress.end()
+    if stop.received is not None:
+        print(f"{signal.Signals(stop.received).name}: stopping (again to force)", file=out, flush=True)
     if counts.fault == "memory":
         enhance_pipeline.release_leaked()
     print(f"stopping: {counts.files} files processed ({counts.failed} failed)", file=out, flush=True)
     otel_audio.configure().force_flush(timeout_millis=5_000)
+
+
+def _summary(api: str, out: TextIO) -> None:
+    """What the receiver holds, from its API; a note instead if it does not answer in time."""
+    import requests
+
+    try:
+        print(demo.receiver_summary(api), file=out, flush=True)
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        print(f"note: no summary from {api}: {exc}", file=out, flush=True)
 
 
 def _switch(
@@ -306,18 +316,25 @@ def _firing(receiver: Any) -> tuple[str, ...]:
     return tuple(sorted({a.name for a in alerting.active_alerts() if a.state.value == "firing"}))
 
 
-def _on_stop_signals(stop: threading.Event, out: TextIO) -> None:
-    """SIGINT and SIGTERM end the loop; a second one while stopping exits at once."""
+class _StopSignals:
+    """SIGINT and SIGTERM end the pipeline loop; a second one while stopping exits at once.
 
-    def handle(signum: int, _frame: Any) -> None:
-        if stop.is_set():
+    The handler only records the signal: printing from a signal handler can interrupt a write to
+    the same stream and fail, so the loop says why it stopped.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: int | None = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.event.is_set():
+            os.write(2, f"{signal.Signals(signum).name} again: exiting now\n".encode())
             os._exit(128 + signum)
-        stop.set()
-        out.write(f"\n{signal.Signals(signum).name}: stopping (again to force)\n")
-        out.flush()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handle)
+        self.received = signum
+        self.event.set()
 
 
 class _Inputs:
@@ -327,18 +344,14 @@ class _Inputs:
 
     def __init__(self, seed: int, noises: Sequence[str] = ("white", "pink")) -> None:
         self.seed = seed
-        self.noises = noises
-        self._rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed)
         self._pool: list[tuple[np.ndarray, np.ndarray]] = []
+        for k in range(self.POOL):
+            clean = speech.speech(3.0, seed=seed * 100_003 + k)
+            noise = speech.noise(noises[k % len(noises)], clean.size, seed=seed * 100_003 + k + 50_000)
+            self._pool.append((speech.mix_at_snr(clean, noise, float(rng.uniform(0.0, 10.0))), clean))
 
     def file(self, i: int) -> tuple[np.ndarray, np.ndarray, str]:
         """File ``i``: (noisy, clean, audio id)."""
-        k = i % self.POOL
-        if k == len(self._pool):
-            clean = speech.speech(3.0, seed=self.seed * 100_003 + k)
-            noise = speech.noise(
-                self.noises[k % len(self.noises)], clean.size, seed=self.seed * 100_003 + k + 50_000
-            )
-            self._pool.append((speech.mix_at_snr(clean, noise, float(self._rng.uniform(0.0, 10.0))), clean))
-        noisy, clean = self._pool[k]
+        noisy, clean = self._pool[i % self.POOL]
         return noisy, clean, f"stream-{self.seed}-{i:06d}"

@@ -170,9 +170,9 @@ def _demo_stream_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument(
         "--fault-length",
         type=_positive_float,
-        default=40.0,
+        default=45.0,
         metavar="S",
-        help="with --serve: how long each fault lasts (default: 40)",
+        help="with --serve: how long each fault lasts (default: 45)",
     )
     demo.add_argument(
         "--fault-kinds",
