@@ -40,7 +40,8 @@ class Token:
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # label names may hold '-' (as in the rulegen docs)
-_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # ASCII digits: str.isdigit() takes '²', '٣'
+_DIGITS = frozenset("0123456789")
 _UNIT = re.compile(r"(ms|s|m|h|d|w)(?![A-Za-z0-9_.])")
 _OPS = ("=~", "!~", ">=", "<=", "==", "!=", ">", "<", "=")
 _ESCAPES = {'"': '"', "\\": "\\"}
@@ -69,7 +70,7 @@ class Lexer:
             match = (_LABEL if in_braces else _NAME).match(text, pos)
             if match:
                 out.append(Token("name", match.group(), pos))
-            elif char.isdigit() or (char == "-" and text[pos + 1 : pos + 2].isdigit()):
+            elif char in _DIGITS or (char == "-" and text[pos + 1 : pos + 2] in _DIGITS):
                 out.append(self._number(pos))
             elif char == '"':
                 out.append(self._string(pos))
