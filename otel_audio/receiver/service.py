@@ -261,7 +261,11 @@ class Receiver:
         )
         since = time.time_ns() - config.limits.series_idle_s * 10**9
         self.ingestor.restore_series(self.store.recent_series(since))
+        if self.alerting is not None:  # the alert history already holds what the log changed
+            self.alerting.evaluating = False
         replayed = self.ingestor.replay(self.store.checkpoint.lsn + 1)
+        if self.alerting is not None:
+            self.alerting.evaluating = True
         _log.info("replayed %d WAL records from %s", replayed, self.data_dir / "wal")
         try:
             self._listen()

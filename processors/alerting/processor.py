@@ -118,6 +118,11 @@ class Alerting:
         self._sent_keys: dict[tuple[str, str], str] = {}
         self._pruned_at = 0
         self._view: Callable[[], Any] | None = None  # the store's view, once attached
+        # False while the receiver replays its write-ahead log after a restart: the replayed
+        # batches fill the windows, but the history already holds the transitions they caused,
+        # so judging them again (at their old times, on half-filled windows) would invent
+        # transitions; the first tick after the replay judges everything at the wall clock
+        self.evaluating = True
         for rule in rules + self._load_api_rules():
             self._install(rule)
         self.dispatcher = Dispatcher(
@@ -132,7 +137,7 @@ class Alerting:
             return
         with self._lock:
             touched = self.windows.observe(batch)
-            if not touched:
+            if not touched or not self.evaluating:
                 return
             now = pc.max(batch.points.column("time_unix_nano")).as_py()
             for entry in list(self._rules.values()):
