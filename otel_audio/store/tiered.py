@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -157,6 +159,8 @@ class TieredStore:
         now = now_unix_nano
         if self._last_flush_ns is None:
             self._last_flush_ns = self._last_maintenance_ns = now
+            if not self._in_process:  # start the flush process now: its imports take seconds,
+                self._flush_process().submit(os.getpid)  # which the first flush should not wait for
         full = self._head.nbytes() >= self._head_max_bytes
         if (full or now - self._last_flush_ns >= self._flush_interval) and self._head_has_rows():
             self._cut()
@@ -276,7 +280,12 @@ class TieredStore:
 
     def _flush_process(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     # -- reader side ---------------------------------------------------------------------------
@@ -364,3 +373,21 @@ def maintain(root: Path, now: int, retention: RetentionConfig, compact_min_age_n
                 compact_rollup_partition(partition)
                 compacted += 1
     return len(dropped), compacted
+
+
+def exit_with_parent(parent_pid: int, poll_s: float = 0.2) -> None:
+    """In the flush process: end it as soon as the receiver that spawned it is gone.
+
+    A receiver killed with SIGKILL cannot shut its pool down, and the pool's worker does not
+    notice on its own: it would live on, idle, holding its memory, after every crash, or, worse,
+    finish a flush into a data directory a restarted receiver already owns. Polling the parent
+    id is portable and costs nothing noticeable (``PR_SET_PDEATHSIG`` would fire when the
+    *thread* that started the pool ends, which here is each flush's short-lived thread).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
