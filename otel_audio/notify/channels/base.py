@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -91,8 +92,11 @@ def post_json(
     try:
         response = session.post(url, json=body, headers=sent, timeout=timeout_s)
     except requests.RequestException as exc:
-        raise DeliveryError(f"POST {_redact(url)}: {type(exc).__name__}: {exc}", retryable=True) from None
-    check_status(response, f"POST {_redact(url)}", ok=ok)
+        detail = scrub_url(str(exc), url)
+        raise DeliveryError(
+            f"POST {redact_url(url)}: {type(exc).__name__}: {detail}", retryable=True
+        ) from None
+    check_status(response, f"POST {redact_url(url)}", ok=ok)
     return response
 
 
@@ -125,10 +129,23 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _redact(url: str) -> str:
-    """Webhook URLs carry secrets in their path (Slack): show only scheme and host."""
-    match = re.match(r"([a-z]+://[^/]+)", url)
-    return match.group(1) + "/…" if match else "<url>"
+def redact_url(url: str) -> str:
+    """A URL as it may be shown: scheme, host and port only. Webhook URLs carry their secret in
+    the path (Slack, most incoming webhooks) or in ``user:password@``; neither is ever shown."""
+    match = re.match(r"([a-z][a-z0-9+.-]*)://(?:[^/@?#]*@)?([^/?#]+)", url, re.IGNORECASE)
+    return f"{match.group(1)}://{match.group(2)}/…" if match else "<url>"
+
+
+def scrub_url(text: str, url: str) -> str:
+    """``text`` (an error message from the HTTP stack) without ``url`` or any part of it that
+    can hold a secret: urllib3 names the path (``url: /services/...``) and the host it tried."""
+    parts = urllib.parse.urlsplit(url)
+    secrets = [url, parts.path, parts.query, parts.password or "", parts.username or ""]
+    if parts.path:
+        secrets.append(parts.path + ("?" + parts.query if parts.query else ""))
+    for secret in sorted({s for s in secrets if len(s) > 1}, key=len, reverse=True):
+        text = text.replace(secret, "/…" if secret.startswith("/") else "…")
+    return text
 
 
 class ConfigReader:
@@ -160,7 +177,8 @@ class ConfigReader:
     def url(self, field: str, default: str | None = None) -> str:
         value = self.text(field, default, secret=True)
         if not re.match(r"https?://[^/\s]+", value):
-            raise ValueError(f"{self.where(field)}: expected an http:// or https:// URL, got {value!r}")
+            # the value is not echoed: it may be a secret (a webhook URL) with a typo in it
+            raise ValueError(f"{self.where(field)}: expected an http:// or https:// URL")
         return value
 
     def flag(self, field: str, default: bool) -> bool:
