@@ -3,9 +3,10 @@
 ``make demo`` (``examples/demo_serve.py``) injects one fault at a time into the example pipeline
 (:class:`examples.enhance_pipeline.Faults`), in turn, on a fixed schedule (:class:`FaultSchedule`),
 and the receiver runs one alert rule per fault (:data:`FAULT_RULES`), so every fault ends as an
-alert and a notification. The thresholds are fitted to the example pipeline on generated speech:
-about 0.1 s per file, quality index around 0.46, resident memory growing about 1 MB/s while the
-receiver fills its head.
+alert and a notification. The thresholds are fitted to the example pipeline on generated speech,
+with room for a busy machine: enhancement in tens of milliseconds (under 0.2 s at a load of 20 on
+two cores), quality index around 0.46, resident memory growing about 1 MB/s while the receiver
+fills its head.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ FAULTS: dict[str, tuple[Faults, str]] = {
 FAULT_RULES: list[dict[str, Any]] = [
     {
         "name": "SlowEnhancement",
-        "condition": 'p95(audio.stage.duration{audio.stage="enhancement"}, 30s) > 0.3',
+        "condition": 'p95(audio.stage.duration{audio.stage="enhancement"}, 30s) > 0.4',
         "severity": "warning",
-        "annotations": {"summary": "enhancement p95 {{ humanize $value }}s (limit 0.3 s)"},
+        "annotations": {"summary": "enhancement p95 {{ humanize $value }}s (limit 0.4 s)"},
     },
     {
         "name": "QualityDrop",

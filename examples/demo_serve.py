@@ -53,10 +53,10 @@ DEMO_SLOS: list[dict[str, Any]] = [
     *(slo for slo in DEFAULT_SLOS if slo["name"] == "availability"),
     {
         "name": "latency",
-        "description": "Enhancement (the denoiser) in 250 ms or less.",
+        "description": "Enhancement (the denoiser) in 400 ms or less.",
         "objective": 0.95,
         "window": "7d",
-        "sli": {"histogram": {"metric": 'audio.stage.duration{audio.stage="enhancement"}', "le": 0.25}},
+        "sli": {"histogram": {"metric": 'audio.stage.duration{audio.stage="enhancement"}', "le": 0.4}},
     },
     {
         "name": "quality",

@@ -161,8 +161,8 @@ def test_an_injected_fault_fires_an_alert(demo_run: DemoRun) -> None:
     assert firing, demo_run.history
     assert all(h["labels"]["alertname"] == "StageErrors" for h in firing)
     started = demo_run.stdout.index(next(line for line in demo_run.stdout if "fault started: errors" in line))
-    notified = next(i for i, line in enumerate(demo_run.stdout) if "notification: [FIRING" in line)
-    assert started < notified, "the first notification came before the first fault"
+    notified = next(i for i, line in enumerate(demo_run.stdout) if "] StageErrors ->" in line)
+    assert started < notified, "StageErrors was notified before the errors fault started"
 
 
 def test_the_notification_lands_in_the_log_in_webhook_v4_shape(demo_run: DemoRun) -> None:
