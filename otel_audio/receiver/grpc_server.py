@@ -5,11 +5,19 @@ undecodable payload then gets INVALID_ARGUMENT with a message (grpcio's own dese
 answer INTERNAL), and metrics take the native decode path straight from the wire bytes.
 Refusals follow the OTLP specification: RESOURCE_EXHAUSTED and UNAVAILABLE carry a
 ``google.rpc.RetryInfo`` detail, the signal that lets exporters retry instead of dropping data.
+
+Export calls are admitted when they arrive, on gRPC's polling thread: with ``2 * grpc_workers``
+calls already queued or running, a new one is refused at once (RESOURCE_EXHAUSTED with
+RetryInfo, answered from a separate small pool) instead of waiting in the worker pool's queue,
+which grpcio leaves unbounded: under overload that queue held every request's bytes, answered
+nothing for longer than exporters' deadlines and kept health checks waiting behind it.
 The standard ``grpc.health.v1`` service reports SERVING while the receiver runs.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -53,6 +61,7 @@ SERVICES = {
     ),
 }
 MAX_ERROR_MESSAGE = 2000
+BACKLOG_PER_WORKER = 2  # export calls queued or running per worker before new ones are refused
 
 
 def export_response(signal: Signal, rejected: int, message: str) -> Any:
@@ -69,6 +78,75 @@ def retry_status(code: int, message: str, retry_after_s: int) -> status_pb2.Stat
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_after_s)))
     return status_pb2.Status(code=code, message=message, details=[detail])
+
+
+class CountingPool(futures.ThreadPoolExecutor):
+    """A thread pool that knows how many of the calls given to it are not finished yet."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self._count_lock = threading.Lock()
+        self.backlog = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future:
+        with self._count_lock:
+            self.backlog += 1
+
+        def counted() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._done()
+
+        try:
+            return super().submit(counted)
+        except BaseException:
+            self._done()
+            raise
+
+    def _done(self) -> None:
+        with self._count_lock:
+            self.backlog -= 1
+
+
+class _Admission(grpc.GenericRpcHandler):
+    """Routes each Export call, on arrival, to its handler or, past the backlog, to a refusal.
+
+    ``service`` runs on gRPC's polling thread, so it only compares two numbers. Refusals run
+    on their own pool (``experimental_thread_pool``), never queued behind the work they shed.
+    """
+
+    def __init__(self, ingestor: Ingestor, pool: CountingPool, limit: int) -> None:
+        self._pool = pool
+        self._limit = limit
+        self._refusals = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="otlp-grpc-refuse")
+        self._routes = {}
+        for signal, (name, *_rest) in SERVICES.items():
+            refuse = _refusal(ingestor, signal, pool, limit)
+            refuse.experimental_thread_pool = self._refusals  # type: ignore[attr-defined]
+            self._routes[f"/{name}/Export"] = (
+                _handler(ingestor, signal),
+                grpc.unary_unary_rpc_method_handler(refuse),
+            )
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        route = self._routes.get(handler_call_details.method)
+        if route is None:
+            return None
+        return route[1] if self._pool.backlog >= self._limit else route[0]
+
+
+def _refusal(
+    ingestor: Ingestor, signal: Signal, pool: CountingPool, limit: int
+) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+    def refuse(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        ingestor.refuse(signal, "grpc", "overloaded")
+        message = f"{pool.backlog} export calls already queued or running (limit {limit})"
+        status = retry_status(code_pb2.RESOURCE_EXHAUSTED, message, ingestor.retry_after_s)
+        context.abort_with_status(rpc_status.to_status(status))
+        return b""  # not reached: abort_with_status raises
+
+    return refuse
 
 
 def _handler(ingestor: Ingestor, signal: Signal) -> grpc.RpcMethodHandler:
@@ -93,19 +171,16 @@ def build_grpc_server(
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started-ready (not yet started) gRPC server, its bound port and its health servicer."""
     interceptors = [GrpcAuthInterceptor(auth, config.auth.public_health)] if auth.enabled else []
+    pool = CountingPool(max_workers=config.grpc_workers, thread_name_prefix="otlp-grpc")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.grpc_workers, thread_name_prefix="otlp-grpc"),
+        pool,
         interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ],
     )
-    handlers = [
-        grpc.method_handlers_generic_handler(name, {"Export": _handler(ingestor, signal)})
-        for signal, (name, *_rest) in SERVICES.items()
-    ]
-    server.add_generic_rpc_handlers(handlers)
+    server.add_generic_rpc_handlers([_Admission(ingestor, pool, BACKLOG_PER_WORKER * config.grpc_workers)])
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *(service for service, *_rest in SERVICES.values())]:

@@ -6,8 +6,9 @@ order (:mod:`~otel_audio.receiver.sequencer`) -> acknowledgement. A request that
 acknowledged is therefore on disk and already queryable; a request the receiver cannot keep
 is refused with a retryable status instead:
 
-- over the in-flight byte budget, or the WAL's own queue full: :class:`Overloaded`
-  (gRPC RESOURCE_EXHAUSTED / HTTP 429, with a retry delay);
+- over the in-flight byte budget, the WAL's own queue full, or the process's resident memory
+  past ``limits.max_memory_bytes``: :class:`Overloaded` (gRPC RESOURCE_EXHAUSTED / HTTP 429,
+  with a retry delay);
 - the disk refusing writes: :class:`Unavailable` (gRPC UNAVAILABLE / HTTP 503, retry delay).
 
 Both transports (``grpc_server``, ``http_server``) call :meth:`Ingestor.export`, so they
@@ -16,6 +17,8 @@ behave identically.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +77,70 @@ class ExportResult:
     message: str
 
 
+class MemoryGuard:
+    """Says when the process's resident memory has passed ``max_bytes`` (read from /proc).
+
+    The in-flight, WAL and head budgets each bound one kind of memory; this bounds what they
+    cannot see (decoded batches, allocator slack, buffers of calls being refused) with the one
+    number an operator sizes a container by. Requests are refused from 90% of the limit on, so
+    the ones already admitted can finish under it. Past that mark the allocators are first
+    asked to hand freed memory back (glibc ``malloc_trim``, Arrow's pool), at most once a
+    second: without that, RSS measured after a burst stays high on freed but unreturned
+    pages, and the receiver would go on refusing long after the load dropped. RSS is read at
+    most every 50 ms (a few µs each). Without /proc (not Linux) there is no guard.
+    """
+
+    SOFT = 0.9
+    READ_EVERY_S = 0.05
+    TRIM_EVERY_S = 1.0
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._enabled = max_bytes > 0 and os.path.exists("/proc/self/statm")
+        self._page = os.sysconf("SC_PAGE_SIZE") if self._enabled else 4096
+        self._read_at = self._trimmed_at = 0.0
+        self._rss = 0
+        self._lock = threading.Lock()
+        self._libc = _glibc()
+
+    def rss(self, fresh: bool = False) -> int:
+        """The resident set size in bytes, at most ``READ_EVERY_S`` old unless ``fresh``."""
+        now = time.monotonic()
+        if fresh or now - self._read_at >= self.READ_EVERY_S:
+            with open("/proc/self/statm", "rb") as statm:
+                self._rss = int(statm.read().split()[1]) * self._page
+            self._read_at = now
+        return self._rss
+
+    def over(self) -> str | None:
+        """Why no more requests fit in memory now, or None."""
+        if not self._enabled or self.rss() < self.SOFT * self._max:
+            return None
+        with self._lock:
+            now = time.monotonic()
+            if now - self._trimmed_at >= self.TRIM_EVERY_S:
+                self._trimmed_at = now
+                pa.default_memory_pool().release_unused()
+                if self._libc is not None:
+                    self._libc.malloc_trim(0)
+                rss = self.rss(fresh=True)
+            else:
+                rss = self._rss
+        if rss < self.SOFT * self._max:
+            return None
+        return f"resident memory {rss} bytes is near limits.max_memory_bytes ({self._max})"
+
+
+def _glibc() -> Any:
+    """glibc through ctypes (for ``malloc_trim``), or None on other C libraries."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  # musl has no malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 class Ingestor:
     """Admission, decode, WAL and chain for every export request, from any transport.
 
@@ -86,6 +153,8 @@ class Ingestor:
         retry_after_s: the delay suggested to senders that are refused.
         pressure: says why the receiver cannot take more right now (the store's memory is
             full while a flush catches up), or None; checked before each request.
+        max_memory_bytes: resident memory of the process past which requests are refused
+            (0: no limit); see :class:`MemoryGuard`.
     """
 
     def __init__(
@@ -97,8 +166,10 @@ class Ingestor:
         max_inflight_bytes: int,
         retry_after_s: int,
         pressure: Callable[[], str | None] = lambda: None,
+        max_memory_bytes: int = 0,
     ) -> None:
         self._wal = wal
+        self._memory = MemoryGuard(max_memory_bytes)
         self._pressure = pressure
         self._chain = chain
         self._limiter = limiter
@@ -174,8 +245,13 @@ class Ingestor:
         """Count a request refused before it reached :meth:`export` (auth, size, decode)."""
         self._metrics.requests.labels(signal.value, transport, outcome).inc()
 
+    @property
+    def retry_after_s(self) -> int:
+        """The delay suggested to refused senders (``limits.retry_after_s``)."""
+        return self._retry_after_s
+
     def _admit(self, signal: Signal, size: int, transport: str) -> None:
-        reason = self._pressure()
+        reason = self._pressure() or self._memory.over()
         if reason is not None:  # a flush catches up within seconds: a short retry delay
             self._refused(signal, transport, "overloaded", 0)
             raise Overloaded(reason, min(1, self._retry_after_s))

@@ -258,6 +258,7 @@ class Receiver:
             config.limits.max_inflight_bytes,
             config.limits.retry_after_s,
             pressure=self.store.pressure,
+            max_memory_bytes=config.limits.max_memory_bytes,
         )
         since = time.time_ns() - config.limits.series_idle_s * 10**9
         self.ingestor.restore_series(self.store.recent_series(since))
