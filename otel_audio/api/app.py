@@ -6,9 +6,8 @@ and the dashboard's static files (they carry no data). Which scope a route needs
 method and route (:func:`required_scope`): reads need ``read``, anything else ``admin`` unless
 :data:`ROUTE_SCOPES` says otherwise, so a new mutating route is admin-only until someone decides
 it is not. No or unknown token: 401 with ``WWW-Authenticate: Bearer``; a token without the scope:
-403. Parameter and query errors
-become ``400`` with ``{"error": "<what was wrong>"}``; the OpenAPI document is at
-``/openapi.json``.
+403 (docs/security.md). Parameter and query errors become ``400`` with
+``{"error": "<what was wrong>"}``; the OpenAPI document is at ``/openapi.json``.
 """
 
 from __future__ import annotations
