@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/alert_eval.py
 	$(PY) benchmarks/alert_latency.py --background 200
 	$(PY) benchmarks/dashboard.py
+
+# A steady load for SOAK_MINUTES with the receiver's memory, descriptors and latency recorded
+# (benchmarks/soak.py); kept out of `make test`.
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
