@@ -560,7 +560,7 @@ def main() -> int:
     parser.add_argument("--points-per-request", type=int, default=8192)
     parser.add_argument("--series", type=int, default=1000)
     parser.add_argument(
-        "--max-memory-mb", type=float, default=1024.0, help="limits.max_memory_bytes; 0: unset"
+        "--max-memory-mb", type=float, default=1536.0, help="limits.max_memory_bytes; 0: unset"
     )
     parser.add_argument("--max-inflight-mb", type=float, default=64.0, help="limits.max_inflight_bytes")
     parser.add_argument("--head-max-mb", type=float, default=128.0, help="storage.blocks.head_max_bytes")
