@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -220,6 +221,9 @@ def resolve_secret(value: str, key: str) -> str:
     return value
 
 
+_PLAIN_KEY = re.compile(r"[\w-]+")  # other keys are quoted in messages, so the key path stays readable
+
+
 def _build(cls: type, raw: Any, path: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {_show(raw)}")
@@ -229,7 +233,8 @@ def _build(cls: type, raw: Any, path: str) -> Any:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
-            raise ConfigError(f"{_join(path, key)}: unknown key{hint}")
+            shown = key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else repr(key)  # '', 'a: b', 1
+            raise ConfigError(f"{_join(path, shown)}: unknown key{hint}")
     values = {}
     for f in dataclasses.fields(cls):
         if f.name in raw:
@@ -259,9 +264,9 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         return dict(value)
     if hint is ProcessorConfig:
         return _processor(value, path)
-    if dataclasses.is_dataclass(hint):
     if hint is TokenConfig:
         return _token(value, path)
+    if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
     if hint is bool:
         if not isinstance(value, bool):
@@ -295,7 +300,6 @@ def _processor(value: Any, path: str) -> ProcessorConfig:
     raise ConfigError(f"{path}: expected a processor name or a one-key mapping, got {_show(value)}")
 
 
-def _join(path: str, key: Any) -> str:
 def _token(value: Any, path: str) -> TokenConfig:
     """A token entry: a plain string (an admin token) or ``{token: ..., scope: ...}``.
 
@@ -313,6 +317,7 @@ def _token(value: Any, path: str) -> TokenConfig:
     )
 
 
+def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
