@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -383,7 +384,12 @@ def exit_with_parent(parent_pid: int, poll_s: float = 0.2) -> None:
     finish a flush into a data directory a restarted receiver already owns. Polling the parent
     id is portable and costs nothing noticeable (``PR_SET_PDEATHSIG`` would fire when the
     *thread* that started the pool ends, which here is each flush's short-lived thread).
+
+    It also ignores SIGINT: Ctrl-C in a terminal goes to the whole process group, and the worker,
+    interrupted mid-flush, would print a traceback and break the pool (the flush then fails with
+    ``BrokenProcessPool``) while the receiver is shutting down cleanly on the same signal.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent_pid:
