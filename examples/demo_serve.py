@@ -126,7 +126,7 @@ def run(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
 
     schedule = FaultSchedule(settings.fault_kinds, settings.fault_every_s, settings.fault_length_s)
     data_dir = Path(settings.data_dir).resolve()
-    stop = _StopSignals() if not settings.once else None
+    stop = StopSignals() if not settings.once else None
     log = NotificationLog(data_dir / NOTIFICATIONS_FILE).start()
     receiver: Receiver | None = None
     try:
@@ -225,7 +225,7 @@ def _banner(
 
 def _stream(
     settings: DemoSettings, schedule: FaultSchedule, endpoint: str, receiver: Any, log: NotificationLog,
-    stop: _StopSignals, out: TextIO,
+    stop: StopSignals, out: TextIO,
 ) -> None:  # fmt: skip
     """The pipeline, file after file at ``settings.rate``, until stopped."""
     inputs = _Inputs(settings.seed)  # generated before the process's memory is measured
@@ -316,7 +316,7 @@ def _firing(receiver: Any) -> tuple[str, ...]:
     return tuple(sorted({a.name for a in alerting.active_alerts() if a.state.value == "firing"}))
 
 
-class _StopSignals:
+class StopSignals:
     """SIGINT and SIGTERM end the pipeline loop; a second one while stopping exits at once.
 
     The handler only records the signal: printing from a signal handler can interrupt a write to

@@ -3,11 +3,12 @@
 One ``make demo`` run (a subprocess, with free ports and a temporary data directory) is shared by
 the tests of this module: it streams files with the errors fault on every few seconds, and is
 stopped with SIGINT once a notification has landed. A second, short run of the CLI on a
-pseudo-terminal shows the in-place status line and a SIGTERM stop.
+pseudo-terminal shows the in-place status line and a stop by Ctrl-C typed on that terminal.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
@@ -16,6 +17,7 @@ import select
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ import pytest
 import requests
 
 from examples.demo_faults import FaultSchedule
+from examples.demo_serve import StopSignals
 from otel_audio import cli
 from tests.external import require_external
 
@@ -212,8 +215,9 @@ def test_progress_lines_appear_while_it_runs_when_not_on_a_terminal(demo_run: De
     assert failed[-1] >= 1  # the errors fault made files fail, and the status counts them
 
 
-def test_on_a_terminal_one_status_line_is_redrawn_and_sigterm_stops_it(tmp_path: Path) -> None:
-    """The CLI itself on a pseudo-terminal: ``\\r`` redraws, then SIGTERM, status 0."""
+def test_on_a_terminal_the_status_line_is_redrawn_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    """The CLI on a pseudo-terminal it controls: ``\\r`` redraws; Ctrl-C there signals the whole
+    process group (the receiver's flush worker too), and the demo still stops with status 0."""
     leader, follower = pty.openpty()
     command = [
         sys.executable,
@@ -236,7 +240,10 @@ def test_on_a_terminal_one_status_line_is_redrawn_and_sigterm_stops_it(tmp_path:
         "--data-dir",
         str(tmp_path / "data"),
     ]
-    process = subprocess.Popen(command, cwd=ROOT, stdin=follower, stdout=follower, stderr=follower)
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdin=follower, stdout=follower, stderr=follower, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the pty becomes its terminal
+    )  # fmt: skip
     os.close(follower)
     seen = b""
     try:
@@ -244,7 +251,7 @@ def test_on_a_terminal_one_status_line_is_redrawn_and_sigterm_stops_it(tmp_path:
         while seen.count(b"\rfiles ") < 3 and time.monotonic() < deadline and process.poll() is None:
             if select.select([leader], [], [], 0.5)[0]:
                 seen += os.read(leader, 65536)
-        process.send_signal(signal.SIGTERM)
+        os.write(leader, b"\x03")  # Ctrl-C, as typed
         status = process.wait(60)
         while select.select([leader], [], [], 0.2)[0]:
             try:
@@ -263,8 +270,20 @@ def test_on_a_terminal_one_status_line_is_redrawn_and_sigterm_stops_it(tmp_path:
     assert status == 0, text
     assert text.count("\rfiles ") >= 3 and "\x1b[K" in text, text
     assert not re.search(r"^\[\d\d:\d\d:\d\d\] files ", text, re.M)  # no status as plain lines
-    assert "SIGTERM: stopping (again to force)" in text and "Traceback" not in text
+    assert "SIGINT: stopping (again to force)" in text
+    assert "Traceback" not in text and "BrokenProcessPool" not in text, text
     assert "stopped; 0 notifications in" in text
+
+
+def test_sigterm_ends_the_loop_like_ctrl_c() -> None:
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = StopSignals()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.event.wait(5) and stop.received == signal.SIGTERM
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test_a_fault_schedule_takes_the_kinds_in_turn_after_a_quiet_start() -> None:
