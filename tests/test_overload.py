@@ -12,10 +12,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+import requests
+
+from tests.receiver_helpers import api, gauge, grpc_export_metrics, metrics_request
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "overload.py"
 MAX_MEMORY_MB = 1024
@@ -71,3 +76,30 @@ def test_health_dashboard_and_api_answer_every_probe_during_overload(run):
 def test_ingest_acknowledges_again_after_the_load_drops(run):
     assert run["recovery_s"] is not None, run["outcomes"]
     assert run["outcomes"].get("recovery:ok", 0) > 0
+
+
+def test_past_the_memory_bound_both_transports_refuse_with_retry_information(start_receiver):
+    """A bound below the process's resident memory: every export is refused, retryably."""
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+
+    receiver = start_receiver(limits__max_memory_bytes=1024 * 1024)
+    request = metrics_request("s", [gauge("g", [(time.time_ns(), 1.0, {})])])
+    with pytest.raises(grpc.RpcError) as refused:
+        grpc_export_metrics(receiver.grpc_port, request)
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limits.max_memory_bytes" in refused.value.details()
+    details = rpc_status.from_call(refused.value).details
+    assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in details)
+
+    reply = requests.post(
+        f"http://127.0.0.1:{receiver.http_port}/v1/metrics",
+        data=request.SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf"},
+        timeout=10,
+    )
+    assert reply.status_code == 429
+    assert reply.headers["Retry-After"].isdigit()
+    status = status_pb2.Status.FromString(reply.content)
+    assert status.code == code_pb2.RESOURCE_EXHAUSTED and "limits.max_memory_bytes" in status.message
+    assert "g" not in {m["name"] for m in api(receiver, "/api/v1/metrics").json()["metrics"]}
