@@ -200,6 +200,11 @@ class Dispatcher:
         """Close the notification log's database, if it has one."""
         self._log.close()
 
+    def notified_firing(self) -> set[str]:
+        """Fingerprints of the alerts the last notification of some group showed firing."""
+        with self._lock:
+            return {fp for entry in self._log.entries() for fp in entry.firing}
+
     def next_flush_ns(self) -> int | None:
         """When :meth:`tick` next has work (``None``: no groups)."""
         with self._lock:
@@ -306,6 +311,9 @@ class _NotificationLog:
 
     def get(self, key: tuple[str, str]) -> _LogEntry | None:
         return self._entries.get(key)
+
+    def entries(self) -> list[_LogEntry]:
+        return list(self._entries.values())
 
     def put(self, key: tuple[str, str], entry: _LogEntry) -> None:
         self._entries[key] = entry

@@ -47,7 +47,7 @@ from otel_audio.processors.alerting.evaluate import Evaluator, Windows
 from otel_audio.processors.alerting.grammar import parse
 from otel_audio.processors.alerting.incidents import Incidents
 from otel_audio.processors.alerting.inhibit import Inhibitor, inhibit_rules_from_config
-from otel_audio.processors.alerting.model import ALERTNAME, Alert, Notification, Sample
+from otel_audio.processors.alerting.model import ALERTNAME, Alert, AlertState, Notification, Sample
 from otel_audio.processors.alerting.routing import route_from_config
 from otel_audio.processors.alerting.rules import AlertRule, rule_from_dict
 from otel_audio.processors.alerting.silences import Silences
@@ -128,6 +128,7 @@ class Alerting:
         self.dispatcher = Dispatcher(
             self._route(), self.inhibitor, self.silences, self._send, log_path=self.dir / "nflog.sqlite"
         )
+        self._resume()
         self.outbox.start()
 
     # -- chain ---------------------------------------------------------------------------------
@@ -172,6 +173,30 @@ class Alerting:
         wall = self.clock()
         for alert in changes:
             self.dispatcher.receive(alert, wall)
+
+    def _resume(self) -> None:
+        """Give the dispatcher, whose groups live in memory, what stands after a restart.
+
+        Firing alerts restored from the history go back into their groups; an alert the last
+        notification of its group showed firing, whose newest transition is a resolve, goes in
+        resolved. So a transition recorded just before a crash, before the outbox had it, is
+        notified now; one that was notified is dropped by the notification log, and one notified
+        but not yet logged there by the outbox's idempotency key.
+        """
+        wall = self.clock()
+        active = set()
+        for entry in self._rules.values():
+            for alert in entry.alerts.active():
+                active.add(alert.fingerprint)
+                if alert.state is AlertState.FIRING:
+                    self.dispatcher.receive(self._linked(alert), wall)
+        for fp in sorted(self.dispatcher.notified_firing() - active):
+            alert = self.history.last_transition(fp)
+            if alert is not None and alert.state is AlertState.RESOLVED and alert.name in self._rules:
+                self.dispatcher.receive(self._linked(alert), wall)
+
+    def _linked(self, alert: Alert) -> Alert:
+        return _with_url(alert, self.external_url) if self.external_url else alert
 
     # -- notifications ---------------------------------------------------------------------------
 

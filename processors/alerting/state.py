@@ -158,6 +158,7 @@ class AlertHistory:
                     id INTEGER PRIMARY KEY, rule TEXT, fingerprint TEXT, labels TEXT, annotations TEXT,
                     state TEXT, value REAL, starts_at INTEGER, ends_at INTEGER, at INTEGER);
                 CREATE INDEX IF NOT EXISTS transitions_at ON transitions (at);
+                CREATE INDEX IF NOT EXISTS transitions_fingerprint ON transitions (fingerprint, id);
                 CREATE TABLE IF NOT EXISTS active (
                     rule TEXT, fingerprint TEXT, labels TEXT, state TEXT, value REAL,
                     starts_at INTEGER, PRIMARY KEY (rule, fingerprint));
@@ -200,6 +201,22 @@ class AlertHistory:
             Alert(json.loads(labels), {}, AlertState(state), starts_at, 0, float("nan") if v is None else v)
             for labels, state, v, starts_at in rows
         ]
+
+    def last_transition(self, fingerprint: str) -> Alert | None:
+        """The newest transition of the alert instance ``fingerprint`` as an alert, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT labels, annotations, state, value, starts_at, ends_at FROM transitions"
+                " WHERE fingerprint = ? ORDER BY id DESC LIMIT 1",
+                (fingerprint,),
+            ).fetchone()
+        if row is None:
+            return None
+        labels, annotations, state, value, starts_at, ends_at = row
+        value = float("nan") if value is None else value
+        return Alert(
+            json.loads(labels), json.loads(annotations), AlertState(state), starts_at, ends_at, value
+        )
 
     def forget_rule(self, rule: str) -> None:
         """A deleted rule's instances are no longer active."""
