@@ -23,16 +23,29 @@ class ParamError(ValueError):
     """A query parameter could not be understood; the message names it and the accepted forms."""
 
 
+_I64 = 2**63 - 1  # times and durations are int64 nanoseconds in the store: years 1678 to 2262
+
+
 def duration_ns(text: str, name: str) -> int:
     """``15s``, ``5m``, ``250ms`` or plain seconds, as nanoseconds (:mod:`otel_audio.processors.units`)."""
     try:
-        return units.duration_ns(text, name)
-    except ValueError as exc:
+        ns = units.duration_ns(text, name)
+    except (ValueError, OverflowError) as exc:
         raise ParamError(str(exc)) from None
+    if abs(ns) > _I64:
+        raise ParamError(f"{name}: {text!r} is out of range (at most about 292 years)")
+    return ns
 
 
 def time_ns(text: str | None, name: str, default_ns: int | None = None, now_ns: int | None = None) -> int:
     """RFC 3339, Unix seconds, ``now``, ``now-<duration>`` or ``now+<duration>``, as Unix nanoseconds."""
+    ns = _time_ns(text, name, default_ns, now_ns)
+    if not -_I64 <= ns <= _I64:
+        raise ParamError(f"{name}: {text!r} is out of range (years 1678 to 2262)")
+    return ns
+
+
+def _time_ns(text: str | None, name: str, default_ns: int | None, now_ns: int | None) -> int:
     now = time.time_ns() if now_ns is None else now_ns
     if text is None or text == "":
         if default_ns is None:
@@ -47,7 +60,7 @@ def time_ns(text: str | None, name: str, default_ns: int | None = None, now_ns: 
         return now + duration_ns(value[4:], name)
     try:
         return int(float(value) * 1e9)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number; inf
         pass
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
