@@ -447,10 +447,5 @@ def test_the_readmes_links_inside_the_repository_resolve():
     targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
     inside = [t for t in targets if not t.startswith(("http://", "https://", "../"))]
     assert inside, "the README links its docs"
-    broken = [t for t in inside if not (ROOT / t).exists() and t not in BEING_WRITTEN]
+    broken = [t for t in inside if not (ROOT / t).exists()]
     assert broken == []
-
-
-# Docs that issue 9 has another engineer writing at the same time as this README; a link to one
-# of them is allowed to dangle only until it lands.
-BEING_WRITTEN = {"docs/security.md"}
