@@ -14,6 +14,8 @@ concatenate, so the bulk is serialised once). The run has three phases:
 
 Refused requests are not retried (so the offered rate stays what the schedule says); each
 refusal is checked for retry information (gRPC ``google.rpc.RetryInfo``, HTTP ``Retry-After``).
+An HTTP send that finds its kept-alive connection closed by the server (idle for uvicorn's 5 s)
+is sent once more on a new connection, as exporters do; ``http_reconnects`` counts those.
 Throughout, the receiver's RSS is read from ``/proc`` every 100 ms, and every
 ``--probe-interval`` seconds the health endpoints (API ``/healthz`` and ``/readyz``, OTLP/HTTP
 ``/healthz``, gRPC ``grpc.health.v1``), the dashboard page ``/`` and the API's
@@ -28,7 +30,7 @@ Usage::
 
     python benchmarks/overload.py [--factor 5] [--overload-seconds 45] [--recovery-seconds 20]
                                   [--capacity-seconds 10] [--senders 4] [--points-per-request 8192]
-                                  [--max-memory-mb 1536] [--max-inflight-mb 64]
+                                  [--max-memory-mb 2048] [--max-inflight-mb 64]
 
 Prints one JSON line.
 """
@@ -118,6 +120,7 @@ class _Transport:
 
     def __init__(self, kind: str, grpc_port: int, http_port: int) -> None:
         self.kind = kind
+        self.reconnects = 0  # HTTP sends repeated on a new connection (see ``send``)
         if kind == "grpc":
             import grpc
 
@@ -139,15 +142,23 @@ class _Transport:
             except self._grpc.RpcError as exc:
                 return self._grpc_outcome(exc)
             return "ok", False, ""
-        session = getattr(self.local, "session", None)
-        if session is None:
-            session = self.local.session = self._requests.Session()
-        try:
-            reply = session.post(
-                self.url, data=payload, headers={"Content-Type": "application/x-protobuf"}, timeout=TIMEOUT_S
-            )
-        except self._requests.RequestException as exc:
-            return f"http_{type(exc).__name__}", False, ""
+        headers = {"Content-Type": "application/x-protobuf"}
+        for attempt in (1, 2):
+            session = getattr(self.local, "session", None)
+            if session is None:
+                session = self.local.session = self._requests.Session()
+            try:
+                reply = session.post(self.url, data=payload, headers=headers, timeout=TIMEOUT_S)
+                break
+            except self._requests.ConnectionError as exc:
+                # A kept-alive connection the server closed as idle (uvicorn: after 5 s) fails
+                # the next send; exporters then reconnect and send again, and so does this one.
+                self.local.session = None
+                if attempt == 2:
+                    return "http_ConnectionError", False, _reason(str(exc))
+                self.reconnects += 1
+            except self._requests.RequestException as exc:
+                return f"http_{type(exc).__name__}", False, _reason(str(exc))
         if reply.status_code == 200:
             return "ok", False, ""
         retry = reply.headers.get("Retry-After", "").isdigit()
@@ -183,7 +194,7 @@ def _sender(
         return request_id, bulk + tag_bytes(request_id, time.time_ns())
 
     transport.send(bulk)  # connects, and admits the bulk's series before anything is timed
-    out.put(("ready", index, []))
+    out.put(("ready", index, [], 0))
     while (command := commands.get()) is not None:
         name, start_at, plan = command
         records: list[Record] = []
@@ -192,7 +203,7 @@ def _sender(
             _closed_loop(transport, plan, start_at, payload, records)
         else:
             _open_loop(transport, plan, start_at, payload, records)
-        out.put(("records", index, records))
+        out.put(("records", index, records, transport.reconnects))
 
 
 def _closed_loop(
@@ -271,6 +282,7 @@ class Senders:
         context = multiprocessing.get_context("spawn")  # gRPC does not survive fork
         self.out = context.Queue()
         self.commands = [context.Queue() for _ in range(count)]
+        self.reconnects = 0
         ports = (receiver.grpc_port, receiver.http_port)
         self.procs = [
             context.Process(
@@ -291,7 +303,9 @@ class Senders:
             queue.put((name, start_at, plan))
         records: list[Record] = []
         for _ in self.procs:
-            records += self.out.get(timeout=timeout)[2]
+            _tag, _index, rows, reconnects = self.out.get(timeout=timeout)
+            records += rows
+            self.reconnects += reconnects
         return records
 
     def close(self) -> None:
@@ -526,6 +540,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "refusal_codes": dict(Counter(r[3] for r in refused)),
         "refusal_reasons": dict(Counter(f"{_phase(r)}: {r[6]}" for r in refused).most_common()),
         "client_saturated": sum(1 for r in records if r[3] == "client_saturated"),
+        "http_reconnects": senders.reconnects,
         "lost_acked": len(acked - set(held)),
         "duplicated": sum(1 for n in held.values() if n > 1),
         "stored_not_acked": len(set(held) - acked),
@@ -560,7 +575,7 @@ def main() -> int:
     parser.add_argument("--points-per-request", type=int, default=8192)
     parser.add_argument("--series", type=int, default=1000)
     parser.add_argument(
-        "--max-memory-mb", type=float, default=1536.0, help="limits.max_memory_bytes; 0: unset"
+        "--max-memory-mb", type=float, default=2048.0, help="limits.max_memory_bytes; 0: unset"
     )
     parser.add_argument("--max-inflight-mb", type=float, default=64.0, help="limits.max_inflight_bytes")
     parser.add_argument("--head-max-mb", type=float, default=128.0, help="storage.blocks.head_max_bytes")
