@@ -10,6 +10,12 @@ and unlike a small mounted filesystem it needs no privileges and no mount, and i
 off without a restart. What it does not cover: a write within a file's existing length still
 succeeds (a full disk fails those too only for sparse files), and it is per process, so both the
 receiver and its flush process are limited.
+
+A data directory turned read-only under a running receiver is not tested here because Linux does
+not allow it: remounting a (bind) mount read-only fails with EBUSY while a file on it is open for
+writing, and the WAL's active segment always is (checked with ``unshare -rm`` and ``mount -o
+remount,bind,ro``). ``chmod`` does not bind root. The WAL's handling of EROFS is
+tested with the error injected (``tests/test_wal.py``); it is the same path as EFBIG here.
 """
 
 from __future__ import annotations
