@@ -161,7 +161,7 @@ class TieredStore:
         if self._last_flush_ns is None:
             self._last_flush_ns = self._last_maintenance_ns = now
             if not self._in_process:  # start the flush process now: its imports take seconds,
-                self._flush_process().submit(os.getpid)  # which the first flush should not wait for
+                self._flush_process()  # which the first flush should not wait for
         full = self._head.nbytes() >= self._head_max_bytes
         if (full or now - self._last_flush_ns >= self._flush_interval) and self._head_has_rows():
             self._cut()
@@ -287,6 +287,13 @@ class TieredStore:
                 initializer=exit_with_parent,
                 initargs=(os.getpid(),),
             )
+            # Spawned here, with SIGINT blocked: the worker inherits the mask, so a Ctrl-C during
+            # its seconds of imports does not interrupt them (exit_with_parent then ignores it).
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                self._pool.submit(os.getpid)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return self._pool
 
     # -- reader side ---------------------------------------------------------------------------
@@ -387,7 +394,8 @@ def exit_with_parent(parent_pid: int, poll_s: float = 0.2) -> None:
 
     It also ignores SIGINT: Ctrl-C in a terminal goes to the whole process group, and the worker,
     interrupted mid-flush, would print a traceback and break the pool (the flush then fails with
-    ``BrokenProcessPool``) while the receiver is shutting down cleanly on the same signal.
+    ``BrokenProcessPool``) while the receiver is shutting down cleanly on the same signal. (It
+    was spawned with SIGINT blocked, which covers the imports before this runs.)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
