@@ -30,7 +30,8 @@ class Counts:
 
 
 class Progress:
-    """The status display.
+    """The status display: ``files 32 (1.9/s), 2 failed | fault errors (4 s left) | notifications 1 |
+    firing: StageErrors``.
 
     Args:
         out: where to write.
@@ -87,16 +88,16 @@ class Progress:
 
     @staticmethod
     def line(counts: Counts, rate: float) -> str:
-        """The status text: files, rate, errors, fault, firing alerts, notifications."""
+        """The status text; the list of firing alerts goes last, where a narrow terminal cuts it."""
         if counts.fault:
-            fault = f"fault: {counts.fault} ({counts.change_in_s:.0f} s left)"
+            fault = f"fault {counts.fault} ({counts.change_in_s:.0f} s left)"
         elif counts.next_fault:
-            fault = f"no fault (next: {counts.next_fault} in {counts.change_in_s:.0f} s)"
+            fault = f"next fault {counts.next_fault} in {counts.change_in_s:.0f} s"
         else:
-            fault = "no faults scheduled"
+            fault = "no faults"
         return (
-            f"files {counts.files} ({rate:.1f}/s), errors {counts.failed} | {fault} | "
-            f"firing: {_alerts(counts.firing)} | notifications {counts.notifications}"
+            f"files {counts.files} ({rate:.1f}/s), {counts.failed} failed | {fault} | "
+            f"notifications {counts.notifications} | firing: {_alerts(counts.firing)}"
         )
 
 
