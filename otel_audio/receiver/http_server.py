@@ -84,22 +84,16 @@ _UNAUTHENTICATED = "missing or invalid bearer token"
 _FORBIDDEN = "this token's scope does not allow sending telemetry; use an ingest or admin token"
 
 
-def _bounded(export: Any, ingestor: Ingestor, max_request_bytes: int) -> Any:
+def _bounded(export: Any, ingestor: Ingestor) -> Any:
     """``export`` behind a count of requests in progress: past ``MAX_BACKLOG`` the reply is 429
-    with Retry-After and the body is discarded as it arrives, so waiting requests never pile up
-    in memory. (Replying without reading it made uvicorn drop the kept-alive connection under
-    the sender, which saw a connection error instead of the 429.)"""
+    with Retry-After before the body is read (uvicorn discards it and keeps the connection), so
+    waiting requests never pile up in memory."""
     backlog = 0  # one event loop runs every request: no lock needed
 
     async def bounded(request: Request) -> Response:
         nonlocal backlog
         if backlog >= MAX_BACKLOG:
             ingestor.refuse(_PATHS[request.url.path], "http", "overloaded")
-            discarded = 0
-            async for chunk in request.stream():
-                discarded += len(chunk)
-                if discarded > max_request_bytes:
-                    break  # not worth reading on: uvicorn closes the connection instead
             as_json = request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON
             message = f"{backlog} export requests already being read or ingested (limit {MAX_BACKLOG})"
             status = retry_status(code_pb2.RESOURCE_EXHAUSTED, message, ingestor.retry_after_s)
@@ -175,6 +169,6 @@ def build_otlp_http_app(
             return JSONResponse({"error": _UNAUTHENTICATED}, 401, headers={"WWW-Authenticate": "Bearer"})
         return JSONResponse({"status": "ok"})
 
-    routes = [Route(path, _bounded(export, ingestor, max_request_bytes), methods=["POST"]) for path in _PATHS]
+    routes = [Route(path, _bounded(export, ingestor), methods=["POST"]) for path in _PATHS]
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     return Starlette(routes=routes)
