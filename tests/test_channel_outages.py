@@ -17,8 +17,10 @@ the same with minutes of outage and production backoff.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -468,3 +470,26 @@ def test_backoff_settings_are_read_per_channel_with_precise_errors():
         channel_from_config("h", {"type": "webhook", "url": "http://h", "min_backoff": 0})
     with pytest.raises(ValueError, match=r"channels\.h\.min_backoff: expected seconds"):
         channel_from_config("h", {"type": "webhook", "url": "http://h", "min_backoff": "soon"})
+
+
+def test_the_outage_benchmark_prints_one_json_line_with_nothing_lost():
+    """benchmarks/channel_outage.py with a 2-second outage: its figures are there and add up."""
+    require_external("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "channel_outage.py"), "--outage", "2", "--load", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = done.stdout.strip().splitlines()
+    result = json.loads(line)
+    made = result["alerts_exported_during_outage"]
+    assert made >= 1 and result["notifications_during_outage"] == 3 * made
+    assert result["delivered_after_recovery"] == result["notifications_during_outage"]
+    assert (result["lost"], result["duplicates"], result["ingest_errors_during_outage"]) == (0, 0, 0)
+    assert result["ingest_acks_during_outage"] > 0 and result["recovery_to_all_delivered_s"] is not None
+    assert 0 < result["max_backoff_interval_s"] <= 60.0  # the production cap
+    assert set(result["channels"]) == set(CHANNELS)
