@@ -274,6 +274,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         receiver.serve_forever()
+    except ConfigError as exc:  # processor options are checked when the chain is built, at start
+        print(f"otel-audio serve: configuration error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"otel-audio serve: {exc}", file=sys.stderr)
         return 1

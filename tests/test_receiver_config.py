@@ -110,6 +110,27 @@ def test_serve_reports_a_bad_config_and_exits_2(tmp_path):
     assert "configuration error: server.grpc_prot: unknown key" in done.stderr
 
 
+def test_serve_reports_a_bad_processor_option_and_exits_2(tmp_path):
+    """Processor options are checked when the chain is built at start, after the file loaded."""
+    path = write(
+        tmp_path,
+        "server: {grpc_port: 0, http_port: 0, api_port: 0}\n"
+        f"storage: {{data_dir: {tmp_path / 'd'}}}\n"
+        "processors:\n"
+        "  - alerting: {rules: [{name: X, condition: 'avg(a, 1m) >', severity: warning}]}\n"
+        "  - store\n",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "otel_audio.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "configuration error: processors.alerting: rules[0].condition: line 1, column 13" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_shipped_example_config_loads(tmp_path):
     from pathlib import Path
 
