@@ -246,3 +246,16 @@ def test_a_real_prometheus_receives_the_aggregates_and_answers_promql_with_them(
         assert sent["sent"] == 2
     finally:
         prometheus.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"url": "http://x", "bearer_token": 123456789}, "bearer_token: expected a non-empty token"),
+        ({"url": "http://x", "headers": {"X-Key": 123456789}}, "headers.X-Key: expected a string, got int"),
+    ],
+)
+def test_a_malformed_secret_is_refused_without_echoing_it(options, message):
+    with pytest.raises(ValueError, match=message) as refused:
+        parse_options(options)
+    assert "123456789" not in str(refused.value)

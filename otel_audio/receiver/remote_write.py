@@ -350,13 +350,19 @@ def parse_options(options: dict[str, Any] | None) -> Options:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ValueError(f"url: expected an http:// or https:// URL, got {url!r}")
     raw_headers = options.get("headers", {})
-    if not isinstance(raw_headers, dict) or not all(isinstance(v, str) for v in raw_headers.values()):
-        raise ValueError(f"headers: expected a mapping of header names to strings, got {raw_headers!r}")
+    # Header values may be secrets: errors name the key and the type, never the value.
+    if not isinstance(raw_headers, dict):
+        kind = type(raw_headers).__name__
+        raise ValueError(f"headers: expected a mapping of header names to strings, got {kind}")
+    for key, value in raw_headers.items():
+        if not isinstance(value, str):
+            raise ValueError(f"headers.{key}: expected a string, got {type(value).__name__}")
     headers = {str(k): resolve_secret(v, f"headers.{k}") for k, v in raw_headers.items()}
     if "bearer_token" in options:
         token = options["bearer_token"]
         if not isinstance(token, str) or not token:
-            raise ValueError(f"bearer_token: expected a token, 'env:NAME' or 'file:/path', got {token!r}")
+            kind = type(token).__name__  # a secret: name the type, never echo it
+            raise ValueError(f"bearer_token: expected a non-empty token, env:NAME or file:/path, got {kind}")
         headers["Authorization"] = f"Bearer {resolve_secret(token, 'bearer_token')}"
     patterns = options.get("metrics", [])
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
