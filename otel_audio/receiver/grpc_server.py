@@ -149,6 +149,31 @@ def _refusal(
     return refuse
 
 
+class _HealthOnItsOwnThread:
+    """The health servicer with ``Check`` and ``List`` answered from a thread of their own.
+
+    In the shared worker pool a health check waited behind the export calls the admission lets
+    queue (seconds at five times capacity); a probe must see the process, not that queue.
+    ``Watch`` streams hold their thread while open, so they stay in the shared pool.
+    """
+
+    def __init__(self, servicer: health.HealthServicer) -> None:
+        pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="grpc-health")
+        self.Check = _on_pool(servicer.Check, pool)
+        self.List = _on_pool(servicer.List, pool)
+        self.Watch = servicer.Watch
+
+
+def _on_pool(
+    method: Callable[[Any, Any], Any], pool: futures.ThreadPoolExecutor
+) -> Callable[[Any, Any], Any]:
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
+        return method(request, context)
+
+    call.experimental_thread_pool = pool  # type: ignore[attr-defined]  # read by grpcio's server
+    return call
+
+
 def _handler(ingestor: Ingestor, signal: Signal) -> grpc.RpcMethodHandler:
     def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
@@ -182,7 +207,7 @@ def build_grpc_server(
     )
     server.add_generic_rpc_handlers([_Admission(ingestor, pool, BACKLOG_PER_WORKER * config.grpc_workers)])
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(_HealthOnItsOwnThread(health_servicer), server)
     for name in ["", *(service for service, *_rest in SERVICES.values())]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = f"{config.host}:{config.grpc_port}"
