@@ -254,7 +254,7 @@ def test_field_numbers_are_those_of_the_installed_descriptors() -> None:
         "POINT": mpb.NumberDataPoint,
     }
     renamed = {"START_TIME": "start_time_unix_nano", "TIME": "time_unix_nano"}
-    assert len(declared) == 24
+    assert len(declared) == 26
     for constant, number in declared.items():
         message = next(m for prefix, m in messages.items() if constant.startswith(prefix + "_"))
         prefix = next(p for p, m in messages.items() if m is message and constant.startswith(p + "_"))
@@ -535,3 +535,25 @@ def test_decode_benchmark_prints_one_json_line_of_points_per_second() -> None:
     )
     assert {k.removesuffix("_points_per_s") for k in figures if k.endswith("_points_per_s")} == expected
     assert all(v > 0 for v in figures.values())
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (payloads under 128 bytes)."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def test_strings_it_skips_or_repeats_are_still_checked_for_utf8() -> None:
+    # Found by benchmarks/fuzz/otlp_scan.py: protobuf refuses these requests and the scan took them.
+    bad = b"\xff\xfe"
+    metric = _field(1, b"m") + _field(5, _field(1, b"\x11" + bytes(8)))  # name, gauge with one point
+    requests = {
+        "ResourceMetrics.schema_url": _field(1, _field(2, _field(2, metric)) + _field(3, bad)),
+        "ScopeMetrics.schema_url": _field(1, _field(2, _field(2, metric) + _field(3, bad))),
+        "a name given twice": _field(1, _field(2, _field(2, _field(1, bad) + metric))),
+    }
+    for what, buf in requests.items():
+        with pytest.raises(DecodeError):
+            ExportMetricsServiceRequest.FromString(buf)
+        with pytest.raises(ValueError, match="not UTF-8"):
+            fastscan.scan_numbers(buf)
+        assert fastscan.scan_numbers(buf.replace(bad, b"ok")).metric_name == ["m"], what

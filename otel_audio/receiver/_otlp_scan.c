@@ -35,8 +35,10 @@ enum {
     REQUEST_RESOURCE_METRICS = 1,
     RESOURCE_METRICS_RESOURCE = 1,
     RESOURCE_METRICS_SCOPE_METRICS = 2,
+    RESOURCE_METRICS_SCHEMA_URL = 3,
     SCOPE_METRICS_SCOPE = 1,
     SCOPE_METRICS_METRICS = 2,
+    SCOPE_METRICS_SCHEMA_URL = 3,
     METRIC_NAME = 1,
     METRIC_DESCRIPTION = 2,
     METRIC_UNIT = 3,
@@ -412,6 +414,18 @@ static int skip_field(Scan *s, const uint8_t **pp, const uint8_t *end, uint32_t 
 
 /* Depths: request 0, ResourceMetrics 1, ScopeMetrics 2, Metric 3, Gauge/Sum 4, NumberDataPoint 5. */
 
+static int utf8_valid(const uint8_t *p, size_t n);
+
+/* A string field the scan does not keep (schema_url) is still refused when it is not UTF-8, as
+ * protobuf refuses it; so is every occurrence of a repeated metric name, not only the last. */
+static int skip_string(Scan *s, const uint8_t **pp, const uint8_t *end) {
+    const uint8_t *text;
+    size_t len;
+    if (read_len(s, pp, end, &text, &len) < 0) return -1;
+    if (!utf8_valid(text, len)) return fail(s, text, "string field is not UTF-8");
+    return 0;
+}
+
 static int scan_point(Scan *s, const uint8_t *p, const uint8_t *end, int32_t metric) {
     if (grow_points(s) < 0) return -1;
     const uint8_t *msg = p;
@@ -534,6 +548,11 @@ static int scan_metric(Scan *s, const uint8_t *p, const uint8_t *end, int32_t sc
             const uint8_t *text;
             size_t len;
             if (read_len(s, &p, end, &text, &len) < 0) return -1;
+            if (!utf8_valid(text, len))
+                return fail(s, text,
+                            field == METRIC_NAME ? "metric name is not UTF-8"
+                                                 : (field == METRIC_DESCRIPTION ? "metric description is not UTF-8"
+                                                                                : "metric unit is not UTF-8"));
             MetricRow *m = &VEC_AT(s->metrics, MetricRow, index);
             Span *span = field == METRIC_NAME ? &m->name : (field == METRIC_DESCRIPTION ? &m->description : &m->unit);
             span->offset = (int64_t)(text - s->base);
@@ -581,6 +600,8 @@ static int scan_scope_metrics(Scan *s, const uint8_t *p, const uint8_t *end, int
             } else if (scan_metric(s, sub, sub + len, index) < 0) {
                 return -1;
             }
+        } else if (wt == WT_LEN && field == SCOPE_METRICS_SCHEMA_URL) {
+            if (skip_string(s, &p, end) < 0) return -1;
         } else if (skip_field(s, &p, end, field, wt, 2) < 0) {
             return -1;
         }
@@ -606,6 +627,8 @@ static int scan_resource_metrics(Scan *s, const uint8_t *p, const uint8_t *end) 
             } else if (scan_scope_metrics(s, sub, sub + len, index) < 0) {
                 return -1;
             }
+        } else if (wt == WT_LEN && field == RESOURCE_METRICS_SCHEMA_URL) {
+            if (skip_string(s, &p, end) < 0) return -1;
         } else if (skip_field(s, &p, end, field, wt, 1) < 0) {
             return -1;
         }

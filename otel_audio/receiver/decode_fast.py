@@ -39,6 +39,51 @@ _OTHER_KINDS = {
 _series_by_key: dict[int, tuple[int, str]] = {}
 
 
+# Metric fields holding messages (gauge, sum, histogram, exponential_histogram, summary, metadata).
+_METRIC_MESSAGE_FIELDS = frozenset({5, 7, 9, 10, 11, 12})
+_SCANNED_FIELD = {fastscan.MetricKind.GAUGE: 5, fastscan.MetricKind.SUM: 7}
+
+
+def _check_unscanned_members(buf: bytes, start: int, length: int, kind: int) -> None:
+    """Have protobuf check the message fields of a gauge or sum metric that the scan skipped.
+
+    The scan walks only the last member of ``Metric.data`` and skips ``metadata``; protobuf
+    parses (and refuses, when malformed) every one of them. SDKs send exactly one member and no
+    metadata, so this costs a walk over the metric's few top-level tags; a metric that holds
+    more is parsed whole, and a malformed one refuses the request as protobuf would.
+    """
+    keep = _SCANNED_FIELD.get(kind)
+    pos, end = start, start + length
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if wire_type == 2:
+            size, pos = _varint(buf, pos)
+            if field in _METRIC_MESSAGE_FIELDS and field != keep:
+                Metric.FromString(buf[start:end])  # DecodeError when protobuf refuses it
+                return
+            pos += size
+        elif wire_type == 0:
+            pos = _varint(buf, pos)[1]
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        else:  # groups (the scan checked they are well formed): let protobuf judge the metric
+            Metric.FromString(buf[start:end])
+            return
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` (the scan has checked it is well formed) and the position after it."""
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
 def available() -> bool:
     """Whether the native scan is built (else decode the parsed request with ``decode_metrics``)."""
     return fastscan.available()
@@ -57,6 +102,8 @@ def decode_metrics_bytes(buf: bytes, limiter: CardinalityLimiter) -> Decoded[Met
     scope_parts = [scope_identity(scope) for scope in scopes]
     contexts: list[Any] = [None] * len(scan.metric_name)
     for k, kind in enumerate(scan.metric_kind.tolist()):
+        if kind not in _OTHER_KINDS:
+            _check_unscanned_members(buf, int(scan.metric_offset[k]), int(scan.metric_length[k]), kind)
         scope_index = int(scan.metric_scope[k])
         resource, service = resources[int(scan.scope_resource[scope_index])]
         scope = scopes[scope_index]
@@ -119,6 +166,9 @@ def _numbers(b: Any, scan: fastscan.NumberScan, buf: bytes, contexts: list[Any],
     times_ok = (scan.time_unix_nano <= I64_MAX) & (scan.start_time_unix_nano <= I64_MAX)
     no_value = (scan.value_kind == fastscan.ValueKind.NONE) & ((scan.flags & 1) == 0)
     keep = accepted & times_ok & ~no_value
+    for i in np.flatnonzero(~keep).tolist():  # refused points: protobuf would still check their fields
+        start = int(scan.point_offset[i])
+        NumberDataPoint.FromString(buf[start : start + int(scan.point_length[i])])  # DecodeError if malformed
     for i in np.flatnonzero(accepted & ~keep).tolist():
         k = int(metric[i])
         where = f"{scan.where(k)}.data_points[{i - int(scan.metric_first_point[k])}]"
