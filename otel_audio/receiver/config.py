@@ -108,7 +108,7 @@ class LimitsConfig:
     max_series_per_metric: int = 10_000  # active series: silent ones free their slot after series_idle_s
     series_idle_s: int = 3600
     max_inflight_bytes: int = 256 * 1024 * 1024  # beyond this, exporters are told to retry later
-    max_memory_bytes: int = 0  # refuse requests (with a retry delay) from 80% of this RSS; 0: no limit
+    max_memory_bytes: int = 0  # refuse requests (with a retry delay) from 90% of this RSS; 0: no limit
     retry_after_s: int = 5
 
 
@@ -172,9 +172,11 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     raw: dict[str, Any] = {}
     if path is not None:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {os.fspath(path)!r}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{os.fspath(path)}: not UTF-8 text at byte {exc.start}") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:

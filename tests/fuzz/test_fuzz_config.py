@@ -113,3 +113,24 @@ def test_mutated_reference_config(tmp_path_factory, document: Any) -> None:
     path = tmp_path_factory.mktemp("cfg") / "c.yaml"
     path.write_text(yaml.safe_dump(document))
     assert_loads_or_names_the_key(path)
+
+
+@budget(100)
+@given(st.binary(max_size=300))
+def test_random_bytes(tmp_path_factory, data: bytes) -> None:
+    tried["config.random_bytes"] += 1
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_bytes(data)
+    assert_loads_or_names_the_key(path)
+
+
+def test_a_file_that_is_not_utf8_names_the_file_and_byte(tmp_path) -> None:
+    # Found by benchmarks/fuzz/config.py: a UnicodeDecodeError escaped load_config.
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"limits:\n  max_request_bytes: \xe0\x80\n")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert str(exc) == f"{path}: not UTF-8 text at byte 29"
+    else:
+        raise AssertionError("a file that is not UTF-8 loaded")
