@@ -403,12 +403,18 @@ def search(request: Request) -> Response:
 def get_trace(request: Request, trace_id: str) -> Response:
     try:
         tid = _trace_id(trace_id)
-        spans = request.app.state.receiver.query.get_trace(tid)
+        engine = request.app.state.receiver.query
+        spans, total = engine.get_trace_counted(tid)
         if spans.num_rows == 0:
             raise JaegerError("trace not found", 404)
     except (JaegerError, QueryError) as exc:
         return _error(exc)
     trace = to_jaeger(spans)
+    if total > spans.num_rows:  # limits.max_spans_per_trace; Jaeger UI shows a trace's warnings
+        trace["warnings"] = [
+            f"trace has {total} spans; the first {spans.num_rows} by start time are shown "
+            "(limits.max_spans_per_trace)"
+        ]
     if request.query_params.get("download", "").lower() in ("1", "true", "yes"):
         disposition = f'attachment; filename="trace-{tid}.json"'
         return _json({"data": [trace]}, pretty=True, headers={"Content-Disposition": disposition})

@@ -84,14 +84,21 @@ def search_traces(
     return {"traces": [{"trace_id": tid, "spans": rows(engine.get_trace(tid))} for tid in trace_ids]}
 
 
-@router.get("/traces/{trace_id}", summary="Every span of one trace, in start order")
+@router.get(
+    "/traces/{trace_id}", summary="The spans of one trace in start order, at most limits.max_spans_per_trace"
+)
 def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
     if len(trace_id) != 32 or any(c not in "0123456789abcdefABCDEF" for c in trace_id):
         raise params.ParamError(f"trace_id: expected 32 hex digits, got {trace_id!r}")
-    spans = rows(_engine(request).get_trace(trace_id.lower()))
+    engine = _engine(request)
+    table, total = engine.get_trace_counted(trace_id.lower())
+    spans = rows(table)
     if not spans:
         raise HTTPException(404, f"trace {trace_id} not found")
-    return {"trace_id": trace_id.lower(), "spans": spans}
+    answer: dict[str, Any] = {"trace_id": trace_id.lower(), "spans": spans}
+    if total > len(spans):  # limits.max_spans_per_trace: the first spans by start time, said so
+        answer["truncated"] = {"total_spans": total, "limit": engine.max_trace_spans}
+    return answer
 
 
 @router.get("/logs", summary="Log records by time, severity, service, text and trace, newest first")

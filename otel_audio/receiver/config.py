@@ -110,6 +110,9 @@ class LimitsConfig:
     max_inflight_bytes: int = 256 * 1024 * 1024  # beyond this, exporters are told to retry later
     max_memory_bytes: int = 0  # refuse requests (with a retry delay) from 90% of this RSS; 0: no limit
     retry_after_s: int = 5
+    max_attributes: int = 128  # per attribute set (resource, span, event, link, point, log), as the SDKs
+    max_attribute_value_bytes: int = 4096  # UTF-8 bytes of a string value (also inside arrays)
+    max_spans_per_trace: int = 10_000  # spans of one trace read at once (API, Jaeger); beyond: marked cut
 
 
 @dataclass
@@ -161,6 +164,9 @@ _MINIMUMS = {
     "maintenance_interval_s": 1,
     "lookback_s": 1,
     "max_series": 1,
+    "max_attributes": 1,
+    "max_attribute_value_bytes": 16,
+    "max_spans_per_trace": 1,
 }
 
 

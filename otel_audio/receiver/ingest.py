@@ -33,6 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otel_audio.processors.base import Batch, MetricBatch, Signal
 from otel_audio.receiver import decode_fast, decode_spans_fast
+from otel_audio.receiver.attribute_limits import AttributeLimits
 from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.chain import ProcessorChain
 from otel_audio.receiver.decode import decode_logs, decode_metrics, decode_traces
@@ -156,6 +157,8 @@ class Ingestor:
             full while a flush catches up), or None; checked before each request.
         max_memory_bytes: resident memory of the process past which requests are refused
             (0: no limit); see :class:`MemoryGuard`.
+        attribute_limits: attribute count and value length per item
+            (:mod:`~otel_audio.receiver.attribute_limits`); None: no limits.
     """
 
     def __init__(
@@ -168,8 +171,10 @@ class Ingestor:
         retry_after_s: int,
         pressure: Callable[[], str | None] = lambda: None,
         max_memory_bytes: int = 0,
+        attribute_limits: AttributeLimits | None = None,
     ) -> None:
         self._wal = wal
+        self._attribute_limits = attribute_limits
         self._memory = MemoryGuard(max_memory_bytes)
         self._pressure = pressure
         self._chain = chain
@@ -197,6 +202,8 @@ class Ingestor:
             except InvalidRequest:
                 self._metrics.requests.labels(signal.value, transport, "invalid").inc()
                 raise
+            if self._attribute_limits is not None:
+                decoded = self._attribute_limits.apply(decoded)
             batch = decoded.batch
             if len(batch):
                 self._log_and_process(batch, signal, transport, len(batch) + decoded.rejected)

@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 
 from otel_audio.dashboard.hub import DashboardHub
+from otel_audio.receiver.attribute_limits import AttributeLimits
 from otel_audio.receiver.auth import Scope, Token, TokenAuth
 from otel_audio.receiver.cardinality import CardinalityLimiter
 from otel_audio.receiver.chain import ChainContext, ProcessorChain, build_chain, register
@@ -239,7 +240,7 @@ class Receiver:
             wal_dir=self.data_dir / "wal",
             flush_process=blocks.flush_process,
         )
-        self.query = QueryEngine(self.store)
+        self.query = QueryEngine(self.store, max_trace_spans=config.limits.max_spans_per_trace)
         shared: dict[str, Any] = {"store": self.store, "wal": self.wal}
         self.chain: ProcessorChain = build_chain(
             config.processors, ChainContext(str(self.data_dir), self.metrics, shared)
@@ -259,6 +260,9 @@ class Receiver:
             config.limits.retry_after_s,
             pressure=self.store.pressure,
             max_memory_bytes=config.limits.max_memory_bytes,
+            attribute_limits=AttributeLimits(
+                config.limits.max_attributes, config.limits.max_attribute_value_bytes
+            ),
         )
         since = time.time_ns() - config.limits.series_idle_s * 10**9
         self.ingestor.restore_series(self.store.recent_series(since))

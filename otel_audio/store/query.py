@@ -47,6 +47,9 @@ from otel_audio.store.series_math import BucketContext, compute
 MAX_BUCKETS = 11_000  # as Prometheus' query_range
 MAX_LIMIT = 10_000  # rows/traces returned by a search
 MAX_REGEX_LENGTH = 1_000
+MAX_SERIES_RESULT = 10_000  # series listed by list_series, groups answered by query_range
+MAX_RESULT_POINTS = 2_000_000  # values of a query_range answer: groups x buckets
+MAX_TRACE_SPANS = 10_000  # spans of one trace read at once (limits.max_spans_per_trace)
 DEFAULT_LOOKBACK_NS = 3600 * 10**9  # how far before start a counter's previous point is looked for
 
 AGGS = ("avg", "min", "max", "sum", "count", "last", "rate", "increase")
@@ -133,6 +136,7 @@ class QueryEngine:
     Args:
         store: anything with ``view() -> StoreView``: the block store, or a plain in-memory store.
         lookback_ns: how far before a range's start a cumulative series' previous point is sought.
+        max_trace_spans: most spans :meth:`get_trace` returns (the first by start time).
     """
 
     def __init__(
@@ -141,8 +145,10 @@ class QueryEngine:
         *,
         lookback_ns: int = DEFAULT_LOOKBACK_NS,
         clock: Callable[[], int] = time.time_ns,
+        max_trace_spans: int = MAX_TRACE_SPANS,
     ) -> None:
         self._store = store
+        self.max_trace_spans = max_trace_spans
         self._lookback_ns = lookback_ns
         self._clock = clock  # "now" for choosing a tier; injectable for tests
         self._db = duckdb.connect()
@@ -181,6 +187,11 @@ class QueryEngine:
     def list_series(self, metric: str, matchers: Sequence[Matcher] = ()) -> list[dict[str, Any]]:
         """The series of ``metric`` that match: series_id, service, resource, scope, attributes."""
         rows = _select(_metric_rows(self._store.view().head, metric), _compile(matchers))
+        if len(rows) > MAX_SERIES_RESULT:
+            raise QueryError(
+                f"{len(rows)} series of {metric!r} match; at most {MAX_SERIES_RESULT} are listed: "
+                "narrow them with match"
+            )
         return [
             {
                 "series_id": r["series_id"],
@@ -231,6 +242,11 @@ class QueryEngine:
             dtype=np.int64,
         )
         groups = list(group_of)
+        if len(groups) > MAX_SERIES_RESULT or len(groups) * n > MAX_RESULT_POINTS:
+            raise QueryError(
+                f"{len(groups)} series x {n} buckets requested; at most {MAX_SERIES_RESULT} series, "
+                f"{MAX_RESULT_POINTS} values: narrow with match, group by fewer attributes, or a larger step"
+            )
         labels = [dict(zip(q.group_by, g, strict=True)) for g in groups]
         ids = np.array([r["series_id"] for r in rows], np.uint64)
         split = n  # buckets [0, split) from rollups, [split, n) from raw points
@@ -344,7 +360,15 @@ class QueryEngine:
         return self._over_spans(q, sql, params).column("trace_id").to_pylist()
 
     def get_trace(self, trace_id: str) -> pa.Table:
-        """All spans of the trace (SPANS_SCHEMA), by start time; empty when the trace is unknown."""
+        """The spans of the trace (SPANS_SCHEMA), by start time; empty when the trace is unknown.
+
+        At most ``max_trace_spans``, the first by start time; :meth:`get_trace_counted` also
+        says how many there were, so an answer can say the trace was cut.
+        """
+        return self.get_trace_counted(trace_id)[0]
+
+    def get_trace_counted(self, trace_id: str) -> tuple[pa.Table, int]:
+        """:meth:`get_trace` and the number of spans the trace has (more than returned when cut)."""
         trace_id = _hex_id(trace_id, 32, "trace_id")
 
         def read(view: StoreView) -> pa.Table:
@@ -355,7 +379,8 @@ class QueryEngine:
             table = pa.concat_tables([p.cast(SPANS_SCHEMA) for p in parts])
             return table.sort_by([("start_time_unix_nano", "ascending"), ("span_id", "ascending")])
 
-        return _retrying(read, self._store.view(), self._store)
+        table = _retrying(read, self._store.view(), self._store)
+        return table.slice(0, self.max_trace_spans), table.num_rows
 
     def _over_spans(self, q: SpanQuery, sql: str, params: dict[str, Any]) -> pa.Table:
         """Run ``sql`` with ``spans`` standing for the head's spans and the span blocks of q's range."""
