@@ -271,6 +271,8 @@ class Receiver:
         replayed = self.ingestor.replay(self.store.checkpoint.lsn + 1)
         if self.alerting is not None:
             self.alerting.evaluating = True
+        if replayed:
+            self.store.flush_at_first_tick()
         _log.info("replayed %d WAL records from %s", replayed, self.data_dir / "wal")
         try:
             self._listen()

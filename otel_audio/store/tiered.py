@@ -142,6 +142,9 @@ class TieredStore:
         self._last_flush_ns: int | None = None
         self._last_maintenance_ns: int | None = None
         self.flush_failures = 0
+        self._flush_first = False
+        if not self._in_process:  # spawned now: its imports take seconds, which the receiver's
+            self._flush_process()  # start and WAL replay cover, so the first flush need not wait
 
     # -- writer side ---------------------------------------------------------------------------
 
@@ -160,8 +163,8 @@ class TieredStore:
         now = now_unix_nano
         if self._last_flush_ns is None:
             self._last_flush_ns = self._last_maintenance_ns = now
-            if not self._in_process:  # start the flush process now: its imports take seconds,
-                self._flush_process()  # which the first flush should not wait for
+            if self._flush_first:
+                self._last_flush_ns -= self._flush_interval
         full = self._head.nbytes() >= self._head_max_bytes
         if (full or now - self._last_flush_ns >= self._flush_interval) and self._head_has_rows():
             self._cut()
@@ -178,6 +181,16 @@ class TieredStore:
             self._worker.start()
         else:
             self._work(now, maintain)
+
+    def flush_at_first_tick(self) -> None:
+        """Cut the head at the first tick rather than a flush interval after it.
+
+        The receiver calls this after replaying its write-ahead log: the head then holds
+        everything since the last checkpoint, and a receiver that crashes again before its flush
+        interval ends (2 hours by default) would never checkpoint, replaying a longer log at
+        every start.
+        """
+        self._flush_first = True
 
     def flush(self) -> None:
         """Write everything the head holds as blocks now (on the writer thread); waits for it."""
