@@ -253,7 +253,8 @@ class _Parser:
             ns = token.value
         else:
             raise self.fail("a window (a duration like 500ms, 30s, 5m, 1h, 1d, 1w)", after)
-        if ns <= 0 or ns % DURATION_UNITS_NS["ms"] or ns > MAX_WINDOW_NS:
+        # the bound first: Decimal's % fails on numbers beyond its 28-digit precision
+        if ns <= 0 or ns > MAX_WINDOW_NS or ns % DURATION_UNITS_NS["ms"]:
             raise self.lexer.error(
                 token.pos, f"window {token.text} must be a whole number of milliseconds from 1ms to 1w"
             )

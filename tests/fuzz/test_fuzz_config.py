@@ -21,6 +21,7 @@ from tests.fuzz import budget, tried
 
 REFERENCE = Path(__file__).resolve().parents[2] / "collector-config" / "otel-audio.yaml"
 TOP_LEVEL = {f.name for f in dataclasses.fields(ReceiverConfig)}
+REFERENCE_DOCUMENT = yaml.safe_load(REFERENCE.read_text())  # read once: generation must not change mid-run
 
 yaml_scalars = st.one_of(
     st.none(),
@@ -53,7 +54,7 @@ def _paths(node: Any, path: tuple = ()) -> list[tuple]:
 
 @st.composite
 def mutated_reference(draw: st.DrawFn) -> Any:
-    document = copy.deepcopy(yaml.safe_load(REFERENCE.read_text()))
+    document = copy.deepcopy(REFERENCE_DOCUMENT)
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(_paths(document)))
         if not path:
