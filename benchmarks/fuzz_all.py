@@ -7,6 +7,7 @@ exception does; crash inputs are kept under ``--artifacts``. Without atheris, th
 under hypothesis' ``fuzz_one_input`` (random bytes, no coverage feedback) in this process.
 
     python benchmarks/fuzz_all.py [--runs 100000] [--seconds 120] [--targets otlp_scan,rules]
+                                  [--engine auto|atheris|hypothesis]
 
 Output: ``{"benchmark": "fuzz", "engine": "atheris", "targets": {"otlp_scan": {"inputs": 100000,
 "crashes": 0, "seconds": 41.2}, ...}}``. The exit status is 1 when any target crashed.
@@ -83,13 +84,16 @@ def run_hypothesis(target: str, runs: int, seconds: int) -> dict:
 
     began = time.monotonic()
     inputs = crashes = 0
+    report = None
     while inputs < runs and time.monotonic() - began < seconds:
         try:
             fuzz.hypothesis.fuzz_one_input(os.urandom(8192))
-        except Exception:
+        except Exception as exc:
             crashes += 1
+            report = report or f"{type(exc).__name__}: {exc}"
         inputs += 1
-    return {"inputs": inputs, "crashes": crashes, "seconds": round(time.monotonic() - began, 1)}
+    result = {"inputs": inputs, "crashes": crashes, "seconds": round(time.monotonic() - began, 1)}
+    return result if report is None else {**result, "report": report[-2000:]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,17 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=120, help="time per target at most")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--artifacts", type=Path, default=Path(tempfile.gettempdir()) / "otel-audio-fuzz")
+    parser.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
     args = parser.parse_args(argv)
     chosen = [t for t in args.targets.split(",") if t]
     unknown = sorted(set(chosen) - set(TARGETS))
     if unknown:
         parser.error(f"unknown targets {unknown}; known: {', '.join(TARGETS)}")
-    try:
-        import atheris  # noqa: F401
+    engine = args.engine
+    if engine == "auto":
+        try:
+            import atheris  # noqa: F401
 
-        engine = "atheris"
-    except ImportError:
-        engine = "hypothesis"
+            engine = "atheris"
+        except ImportError:
+            engine = "hypothesis"
     results = {}
     for target in chosen:
         if engine == "atheris":
