@@ -24,7 +24,7 @@ script checks, through the HTTP API:
 
 Usage::
 
-    python benchmarks/crash.py [--kills 20] [--seed 1] [--min-up 0.3] [--max-up 1.5]
+    python benchmarks/crash.py [--kills 20] [--seed 1] [--min-up 0.3] [--max-up 3.0]
 
 Prints one JSON line. ``run(...)`` is the same as a function (``tests/test_crash.py``).
 """
@@ -191,8 +191,10 @@ processors:
         raise RuntimeError(f"the receiver was not ready within {timeout} s")
 
     def _read(self, process: subprocess.Popen[str]) -> None:
-        for line in process.stdout:
-            self.output.append(line)
+        with open(self.data.parent / "serve.log", "a") as log:
+            for line in process.stdout:
+                self.output.append(line)
+                log.write(line)
 
     def api(self, path: str) -> str:
         return f"http://127.0.0.1:{self.api_port}{path}"
@@ -556,7 +558,7 @@ def _checkpoint_seq(data: Path) -> int:
 # -- the run --------------------------------------------------------------------------------------
 
 
-def run(kills: int = 20, seed: int = 1, min_up: float = 0.3, max_up: float = 1.5, flip_s: float = 0.6,
+def run(kills: int = 20, seed: int = 1, min_up: float = 0.3, max_up: float = 3.0, flip_s: float = 0.6,
         workdir: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Kill the receiver ``kills`` times under load and check what survived (module docstring)."""
     rng = random.Random(seed)
@@ -619,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--min-up", type=float, default=0.3, help="least seconds of load before a kill")
-    parser.add_argument("--max-up", type=float, default=1.5, help="most seconds of load before a kill")
+    parser.add_argument("--max-up", type=float, default=3.0, help="most seconds of load before a kill")
     parser.add_argument("--flip", type=float, default=0.6, help="seconds between alert condition flips")
     parser.add_argument(
         "--workdir", type=Path, help="keep the data dir and config here (default: a temp dir)"

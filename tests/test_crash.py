@@ -19,7 +19,7 @@ import crash  # benchmarks/ is not a package: found through sys.path
 
 
 def test_twenty_kills_under_load_lose_nothing_double_nothing_and_notify_each_transition_once():
-    figures = crash.run(kills=20, seed=7, min_up=0.1, max_up=0.8)
+    figures = crash.run(kills=20, seed=7, min_up=0.2, max_up=2.0)
     for kind in ("metrics", "spans", "logs"):
         assert figures[f"{kind}_acked"] > 0, f"no {kind} were acknowledged: the test tested nothing"
         assert figures[f"{kind}_lost"] == 0, figures
@@ -53,8 +53,9 @@ def _history(serve: crash.Serve) -> list[dict]:
     return reply.json()["transitions"]
 
 
-def test_a_restart_does_not_judge_replayed_alert_data_again(tmp_path):
-    """The WAL replay refills the windows; it must not re-run the alert states over old points."""
+def test_a_restart_replays_the_wal_without_judging_alert_data_again_and_flushes_it_at_once(tmp_path):
+    """The WAL replay refills the windows; it must not re-run the alert states over old points.
+    And the replayed head is flushed at the first tick, not a flush interval (here 1 h) later."""
     webhook = crash.Webhook()
     serve = _serve(tmp_path, webhook, flush_interval_s=3600)  # the points stay in the WAL only
     try:
@@ -69,6 +70,11 @@ def test_a_restart_does_not_judge_replayed_alert_data_again(tmp_path):
         serve.start()  # the replay happens before the receiver is ready
         assert [t["state"] for t in _history(serve)] == ["resolved", "firing"]
         assert len({key for key, _ in webhook.received()}) == 2
+        assert any("replayed 2 WAL records" in line for line in serve.output)
+        deadline = time.monotonic() + 60
+        while crash._checkpoint_seq(serve.data) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert crash._checkpoint_seq(serve.data) == 1, "the replayed head was not flushed"
     finally:
         serve.stop()
         webhook.stop()
