@@ -64,6 +64,7 @@ def run_atheris(target: str, runs: int, seconds: int, artifacts: Path) -> dict:
     crashed = done.returncode != 0
     result = {"inputs": inputs, "crashes": int(crashed), "seconds": round(elapsed, 1)}
     if crashed:
+        result["exit_code"] = done.returncode
         result["report"] = log[-2000:]
     return result
 
