@@ -3,8 +3,9 @@
 With atheris installed (``pip install -e '.[fuzz]'``) each target runs under libFuzzer in its own
 process (``benchmarks/fuzz/<target>.py``), seeded with valid inputs, with a per-input timeout and
 an RSS limit, so a hang or a memory blow-up counts as a crash like a segfault or an uncaught
-exception does; crash inputs are kept under ``--artifacts``. Without atheris, the same targets run
-under hypothesis' ``fuzz_one_input`` (random bytes, no coverage feedback) in this process.
+exception does; crash inputs are kept under ``--artifacts``, one folder per run. Without
+atheris, the same targets run under hypothesis' ``fuzz_one_input`` (random bytes, no coverage
+feedback) in this process.
 
     python benchmarks/fuzz_all.py [--runs 100000] [--seconds 120] [--targets otlp_scan,rules]
                                   [--engine auto|atheris|hypothesis]
@@ -61,11 +62,13 @@ def run_atheris(target: str, runs: int, seconds: int, artifacts: Path) -> dict:
     finished = _DONE.search(log)
     progress = [int(n) for n in _PROGRESS.findall(log)]
     inputs = int(finished.group(1)) if finished else max(progress, default=0)
-    crashed = done.returncode != 0
-    result = {"inputs": inputs, "crashes": int(crashed), "seconds": round(elapsed, 1)}
-    if crashed:
-        result["exit_code"] = done.returncode
-        result["report"] = log[-2000:]
+    # libFuzzer writes an artifact for every finding (crash-, timeout-, oom-, leak-); a run that
+    # printed "Done" without one finished its inputs even if a timer signal hit its shutdown.
+    found = sorted(p.name for p in artifacts.glob(f"{target}-*"))
+    crashes = len(found) or int(done.returncode != 0 and finished is None)
+    result = {"inputs": inputs, "crashes": crashes, "seconds": round(elapsed, 1)}
+    if crashes:
+        result.update(exit_code=done.returncode, artifacts=found, report=log[-2000:])
     return result
 
 
@@ -118,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             engine = "hypothesis"
     results = {}
+    artifacts = args.artifacts / time.strftime("run-%Y%m%dT%H%M%S")  # each run's findings apart
     for target in chosen:
         if engine == "atheris":
-            results[target] = run_atheris(target, args.runs, args.seconds, args.artifacts)
+            results[target] = run_atheris(target, args.runs, args.seconds, artifacts)
         else:
             results[target] = run_hypothesis(target, args.runs, args.seconds)
     print(

@@ -248,4 +248,7 @@ def _row(b: Any, ctx: Any, scan: fastscan.NumberScan, buf: bytes, point: int, ke
         attrs = cached_attributes_json(attributes) if length else "{}"
         hit = (series_id(ctx.metric, ctx.resource, ctx.scope, attrs), attrs)
         store_bounded(_series_by_key, key, hit)
-    return b.add_series(ctx, *hit)
+    row = b.add_series(ctx, *hit)
+    if b.series_context[row] > ctx.index:  # a histogram later in the request named it first here
+        b.series_context[row] = ctx.index  # the first metric in request order describes a series
+    return row

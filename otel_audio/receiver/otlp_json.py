@@ -106,7 +106,7 @@ def parse_request(body: bytes, signal: str) -> Message:
         raise OtlpJsonError(_describe(str(exc))) from None
     except RecursionError:
         raise OtlpJsonError("JSON nested too deeply") from None
-    except (TypeError, ValueError, AttributeError) as exc:  # json_format lets a few through unwrapped
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:  # json_format lets these through
         raise OtlpJsonError(f"cannot read {request_type.__name__}: {exc}") from None
     return message
 

@@ -132,3 +132,19 @@ def test_deep_nesting_is_refused_with_a_message() -> None:
             parse_request(body, signal)
         except OtlpJsonError as exc:
             assert "nested" in str(exc) or "resourceSpans" in str(exc)
+
+
+def test_a_number_too_large_for_a_double_is_refused_with_a_message() -> None:
+    # Found by the fuzz profile: json_format's OverflowError escaped parse_request.
+    point = {"timeUnixNano": "1", "asDouble": 10**400}
+    document = {
+        "resourceMetrics": [
+            {"scopeMetrics": [{"metrics": [{"name": "m", "gauge": {"dataPoints": [point]}}]}]}
+        ]
+    }
+    try:
+        parse_request(json.dumps(document).encode(), "metrics")
+    except OtlpJsonError as exc:
+        assert "too large" in str(exc)
+    else:
+        raise AssertionError("a double beyond float range was read")

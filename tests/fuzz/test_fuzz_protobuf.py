@@ -121,3 +121,35 @@ def test_valid_trace_requests_decode_alike(request: ExportTraceServiceRequest) -
 def test_random_and_mutated_logs(buf: bytes) -> None:
     tried["protobuf.logs"] += 1
     assert_logs_decode(buf)
+
+
+def test_a_series_named_by_a_gauge_and_a_later_histogram_is_described_by_the_gauge() -> None:
+    # Found by the fuzz profile: the fast path decodes histograms first and let them describe it.
+    from opentelemetry.proto.metrics.v1 import metrics_pb2 as mpb
+
+    from tests.fuzz.otlp_requests import T0
+
+    number = mpb.NumberDataPoint(time_unix_nano=T0, as_double=1.0)
+    histogram = mpb.HistogramDataPoint(time_unix_nano=T0, count=1, bucket_counts=[1])
+    request = ExportMetricsServiceRequest(
+        resource_metrics=[
+            {
+                "scope_metrics": [
+                    {
+                        "metrics": [
+                            mpb.Metric(name="m", gauge=mpb.Gauge(data_points=[number])),
+                            mpb.Metric(
+                                name="m",
+                                histogram=mpb.Histogram(data_points=[histogram], aggregation_temporality=1),
+                            ),
+                        ]
+                    }
+                ]
+            }
+        ]
+    )
+    assert_metrics_agree(request.SerializeToString())
+    (row,) = decode_metrics_bytes(
+        request.SerializeToString(), CardinalityLimiter(BUDGET)
+    ).batch.series.to_pylist()
+    assert (row["type"], row["temporality"]) == ("gauge", "unspecified")
