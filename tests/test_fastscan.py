@@ -557,3 +557,17 @@ def test_strings_it_skips_or_repeats_are_still_checked_for_utf8() -> None:
         with pytest.raises(ValueError, match="not UTF-8"):
             fastscan.scan_numbers(buf)
         assert fastscan.scan_numbers(buf.replace(bad, b"ok")).metric_name == ["m"], what
+
+
+def test_a_scope_given_twice_is_checked_part_by_part_as_protobuf_does() -> None:
+    # Found by benchmarks/fuzz/otlp_scan.py: the first part's length runs into the second part,
+    # so the two joined read well while protobuf refuses the first on its own.
+    first = b"\x12\x05ab"  # version: 5 bytes announced, 2 given
+    second = b"cde"
+    metric = _field(1, b"m") + _field(5, _field(1, b"\x11" + bytes(8)))
+    scope_metrics = _field(1, first) + _field(1, second) + _field(2, metric)
+    buf = _field(1, _field(2, scope_metrics))
+    with pytest.raises(DecodeError):
+        ExportMetricsServiceRequest.FromString(buf)
+    with pytest.raises(ValueError, match="length beyond the end"):
+        fastscan.scan_numbers(buf)

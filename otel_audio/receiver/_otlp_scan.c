@@ -416,6 +416,19 @@ static int skip_field(Scan *s, const uint8_t **pp, const uint8_t *end, uint32_t 
 
 static int utf8_valid(const uint8_t *p, size_t n);
 
+/* The top level of a message the scan hands to Python as a joined part (Resource, scope): each
+ * occurrence must be well formed on its own, as protobuf parses it, since two occurrences
+ * concatenated can read well where either alone does not (a length running into the next). */
+static int check_fields(Scan *s, const uint8_t *p, const uint8_t *end, int depth) {
+    while (p < end) {
+        uint32_t field;
+        int wt;
+        if (read_tag(s, &p, end, &field, &wt) < 0) return -1;
+        if (skip_field(s, &p, end, field, wt, depth) < 0) return -1;
+    }
+    return 0;
+}
+
 /* A string field the scan does not keep (schema_url) is still refused when it is not UTF-8, as
  * protobuf refuses it; so is every occurrence of a repeated metric name, not only the last. */
 static int skip_string(Scan *s, const uint8_t **pp, const uint8_t *end) {
@@ -595,6 +608,7 @@ static int scan_scope_metrics(Scan *s, const uint8_t *p, const uint8_t *end, int
             size_t len;
             if (read_len(s, &p, end, &sub, &len) < 0) return -1;
             if (field == SCOPE_METRICS_SCOPE) {
+                if (check_fields(s, sub, sub + len, 3) < 0) return -1;
                 Part part = {index, {(int64_t)(sub - s->base), (int64_t)len}};
                 if (push(s, &s->scope_parts, &part) < 0) return -1;
             } else if (scan_metric(s, sub, sub + len, index) < 0) {
@@ -622,6 +636,7 @@ static int scan_resource_metrics(Scan *s, const uint8_t *p, const uint8_t *end) 
             size_t len;
             if (read_len(s, &p, end, &sub, &len) < 0) return -1;
             if (field == RESOURCE_METRICS_RESOURCE) {
+                if (check_fields(s, sub, sub + len, 2) < 0) return -1;
                 Part part = {index, {(int64_t)(sub - s->base), (int64_t)len}};
                 if (push(s, &s->resource_parts, &part) < 0) return -1;
             } else if (scan_scope_metrics(s, sub, sub + len, index) < 0) {
