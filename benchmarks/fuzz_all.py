@@ -59,6 +59,7 @@ def run_atheris(target: str, runs: int, seconds: int, artifacts: Path) -> dict:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - began
     log = done.stderr
+    finding = done.stdout  # atheris prints an uncaught exception's traceback on stdout
     finished = _DONE.search(log)
     progress = [int(n) for n in _PROGRESS.findall(log)]
     inputs = int(finished.group(1)) if finished else max(progress, default=0)
@@ -68,7 +69,7 @@ def run_atheris(target: str, runs: int, seconds: int, artifacts: Path) -> dict:
     crashes = len(found) or int(done.returncode != 0 and finished is None)
     result = {"inputs": inputs, "crashes": crashes, "seconds": round(elapsed, 1)}
     if crashes:
-        result.update(exit_code=done.returncode, artifacts=found, report=log[-2000:])
+        result.update(exit_code=done.returncode, artifacts=found, report=(finding[-1500:] + log[-500:]))
     return result
 
 

@@ -7,6 +7,7 @@ odd strings and deep nesting, on top of random JSON trees and random bytes.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -80,12 +81,12 @@ def mutated_documents(draw: st.DrawFn, signal: str) -> bytes:
             parent = parent[step]
         leaf = path[-1]
         action = draw(st.sampled_from(["replace", "drop", "add"]))
-        if action == "replace":
-            parent[leaf] = draw(weird)
+        if action == "replace":  # copies: a sampled constant mutated in place would change later draws
+            parent[leaf] = copy.deepcopy(draw(weird))
         elif action == "drop":
             del parent[leaf]
         elif isinstance(parent, dict):
-            parent[draw(st.sampled_from(_OTLP_KEYS))] = draw(weird)
+            parent[draw(st.sampled_from(_OTLP_KEYS))] = copy.deepcopy(draw(weird))
     return json.dumps(document).encode()
 
 
