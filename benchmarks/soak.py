@@ -172,6 +172,8 @@ def _windows(samples: Samples, span_s: float, window_s: float) -> list[dict[str,
         acks = [r[1] for r in inside(samples.ingest)]
         queries = [r[1] for r in inside(samples.query)]
         proc = inside(samples.process)
+        if not (acks or proc):  # the run ended at this window's start
+            break
         out.append(
             {
                 "start_s": round(start, 1),
