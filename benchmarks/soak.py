@@ -89,6 +89,7 @@ class Samples:
         self.ingest: list[tuple[float, float]] = []  # (t, ack ms)
         self.query: list[tuple[float, float]] = []  # (t, ms)
         self.failures: list[tuple[float, str]] = []  # (t, what)
+        self.first_ack = threading.Event()  # queries start once the metric exists
 
     def add(self, name: str, row: tuple[Any, ...]) -> None:
         with self.lock:
@@ -116,6 +117,7 @@ def _sender(receiver: _Receiver, args: argparse.Namespace, t0: float, end: float
             try:
                 call(payload, timeout=30)
                 samples.add("ingest", (sent - t0, (time.monotonic() - sent) * 1e3))
+                samples.first_ack.set()
             except grpc.RpcError as exc:
                 samples.add("failures", (sent - t0, f"ingest {exc.code().name}"))
             due += interval
@@ -130,7 +132,7 @@ def _sampler(receiver: _Receiver, args: argparse.Namespace, t0: float, end: floa
         while time.monotonic() < end:
             now = time.monotonic()
             samples.add("process", (now - t0, *_process_figures(receiver.process.pid)))
-            if now >= next_query:
+            if now >= next_query and samples.first_ack.is_set():
                 params = {"metric": "soak.gauge", "agg": "avg", "group_by": "audio.stage", "step": "15s"}
                 params["start"] = str(time.time() - 300)
                 began = time.monotonic()
