@@ -162,3 +162,21 @@ def test_one_series_named_with_attributes_in_two_orders_is_one_series():
     _, fast = both(request)
     assert fast.batch.series.num_rows == 2
     assert len(set(fast.batch.points.column("series_id").to_pylist())) == 2
+
+
+def test_attribute_lists_whose_bytes_join_alike_are_told_apart_across_requests():
+    """``[{a: true}, {}]`` and ``[{a}, {"": true}]`` serialize to the same joined bytes; the
+    attribute caches shared by requests once gave the second list the first one's JSON."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    def request(*attributes: KeyValue) -> ExportMetricsServiceRequest:
+        return metrics_request(
+            gauge("g", mpb.NumberDataPoint(attributes=list(attributes), time_unix_nano=T0, as_double=1.0))
+        )
+
+    first = request(kv("a", True), KeyValue())
+    second = request(KeyValue(key="a"), KeyValue(value=AnyValue(bool_value=True)))
+    for req, expected in ((first, '{"":null,"a":true}'), (second, '{"":true,"a":null}')):
+        reference, fast = both(req)
+        assert reference.batch.series["attributes"].to_pylist() == [expected]
+        assert fast.batch.series["attributes"].to_pylist() == [expected]

@@ -68,7 +68,14 @@ _evicting = threading.Lock()
 
 
 def attribute_key(attributes: Any) -> bytes:
-    return b"".join(map(_serialize, attributes)) if attributes else b""
+    """The cache key of an attribute list: each serialized KeyValue behind its length.
+
+    Plain concatenation is ambiguous: ``[{a: true}, {}]`` and ``[{a}, {"": true}]`` serialize to
+    the same bytes, and the second list would be given the first one's JSON (found by fuzzing).
+    """
+    if not attributes:
+        return b""
+    return b"".join(len(b).to_bytes(4, "little") + b for b in map(_serialize, attributes))
 
 
 def store_bounded(cache: dict, key: Any, value: Any) -> None:
