@@ -438,7 +438,9 @@ def _retrying(read: Callable[[StoreView], Any], view: StoreView, store: Any) -> 
     try:
         return read(view)
     except (FileNotFoundError, duckdb.IOException):
-        return read(store.view())
+        from otel_audio.store.view import settled_view  # view imports tiers, which imports this
+
+        return read(settled_view(store))
 
 
 # -- request validation ----------------------------------------------------------------------------

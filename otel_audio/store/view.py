@@ -6,13 +6,14 @@ counted twice. The view reads blocks lazily, only those overlapping the asked ti
 inside them only the row groups the series and times can be in.
 
 Blocks can vanish under an old view (compaction merges them, retention drops them); a reader
-that hits a missing file takes a new view and tries again (``QueryEngine`` does).
+that hits a missing file takes a :func:`settled_view` and tries again (``QueryEngine`` does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -104,3 +105,17 @@ class StoreView:
     def log_files(self, start_ns: int | None = None, end_ns: int | None = None) -> list:
         """Log block files with records in ``[start_ns, end_ns)``."""
         return self.catalog.select("logs", "raw", start_ns, end_ns)
+
+
+def settled_view(store: Any) -> StoreView:
+    """A new view of ``store`` once any running retention or compaction has swapped its catalog.
+
+    Maintenance deletes the merged or expired files (in the flush process) before the store's
+    thread swaps in the catalog without them, so a view taken at once after a missing file can
+    still list it; waiting for that thread closes the gap. It is rare and brief: only a reader
+    that met a vanished file waits.
+    """
+    wait = getattr(store, "wait", None)
+    if wait is not None:
+        wait()
+    return store.view()

@@ -22,6 +22,7 @@ from otel_audio.processors.slo import compute
 from otel_audio.processors.slo.compute import explicit_good_count, exponential_good_count
 from otel_audio.store.query import Matcher, QueryEngine, QueryError
 from otel_audio.store.tiers import MINUTE
+from otel_audio.store.view import settled_view
 
 _HIST = ("histogram", "exponential_histogram")
 
@@ -82,7 +83,17 @@ def samples(
         columns += ["bounds", "bucket_counts"]
     else:
         columns += ["exp_scale", "exp_zero_count", "exp_positive_offset", "exp_positive_counts"]
-    view = store.view()
+    try:
+        return _read(store.view(), ids, columns, kind, delta, start_ns, end_ns, le)
+    except FileNotFoundError:  # compaction or retention removed a block under the view: once more
+        return _read(settled_view(store), ids, columns, kind, delta, start_ns, end_ns, le)
+
+
+def _read(
+    view: Any, ids: np.ndarray, columns: list[str], kind: str, delta: bool, start_ns: int, end_ns: int,
+    le: float,
+) -> Selection:  # fmt: skip
+    """The samples and older rollup events of series ``ids`` as one store view holds them."""
     points = view.points(ids, start_ns, end_ns + 1, columns).select(columns)
     sid = points.column("series_id").to_numpy(zero_copy_only=False)
     times = points.column("time_unix_nano").to_numpy(zero_copy_only=False)
