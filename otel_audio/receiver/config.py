@@ -108,7 +108,7 @@ class LimitsConfig:
     max_series_per_metric: int = 10_000  # active series: silent ones free their slot after series_idle_s
     series_idle_s: int = 3600
     max_inflight_bytes: int = 256 * 1024 * 1024  # beyond this, exporters are told to retry later
-    max_memory_bytes: int = 0  # refuse requests (with a retry delay) from 90% of this RSS; 0: no limit
+    max_memory_bytes: int = 0  # refuse requests (with a retry delay) from 80% of this RSS; 0: no limit
     retry_after_s: int = 5
     max_attributes: int = 128  # per attribute set (resource, span, event, link, point, log), as the SDKs
     max_attribute_value_bytes: int = 4096  # UTF-8 bytes of a string value (also inside arrays)
