@@ -74,8 +74,8 @@ class Exercise:
 
 
 EXERCISED: dict[str, Exercise] = {
-    "make demo   # creates .venv, installs, starts the receiver and the instrumented example pipeline, "
-    "prints the API address": Exercise("ci"),
+    "make demo   # creates .venv, installs, streams the example pipeline into a receiver with a fault every "
+    "2 minutes; Ctrl-C stops": Exercise("ci"),
     "pipeline code ──@audio_stage──> SDK tracer ──AdaptiveSampler──> BatchSpanProcessor ──OTLP──┐": Exercise(
         "figure"
     ),
