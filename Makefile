@@ -10,8 +10,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the project's metadata or the native scanner changes; the install is editable.
+# The fuzz extra (atheris) makes the fuzz driver's test use the coverage-guided engine.
 $(STAMP): pyproject.toml otel_audio/receiver/_otlp_scan.c | $(PY)
-	$(PY) -m pip install --quiet -e '.[receiver,quality,test]'
+	$(PY) -m pip install --quiet -e '.[receiver,quality,test,fuzz]'
 	touch $(STAMP)
 
 # make demo DEMO_ARGS="--duration 60 --fault-every 20": options of otel-audio demo --serve (docs/demo.md)
