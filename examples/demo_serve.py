@@ -154,6 +154,8 @@ def run(settings: DemoSettings, out: TextIO = sys.stdout) -> int:
         if receiver is not None:
             receiver.stop()
         log.stop()
+    for payload in log.take_new():  # those that landed after the stream ended
+        print(f"notification: {_describe(payload)} -> {log.path.name}", file=out)
     print(f"stopped; {log.count()} notifications in {log.path}", file=out, flush=True)
     return 0
 
@@ -238,7 +240,6 @@ def _stream(
     counts = Counts()
     started = time.monotonic()
     deadline = started + settings.duration_s if settings.duration_s else float("inf")
-    seen = 0
     i = 0
     next_at = started
     while not stop.event.is_set() and time.monotonic() < deadline:
@@ -255,9 +256,9 @@ def _stream(
             counts.failed += 1
         i += 1
         counts.files = i
-        for payload in log.since(seen):
+        for payload in log.take_new():
             progress.event(f"notification: {_describe(payload)} -> {log.path.name}")
-        seen = counts.notifications = log.count()
+        counts.notifications = log.count()
         counts.firing = _firing(receiver)
         progress.status(counts)
         next_at += 1.0 / settings.rate

@@ -28,6 +28,7 @@ class NotificationLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.received: list[dict[str, Any]] = []
+        self._shown = 0  # how many take_new() has handed out
         log = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,9 +70,13 @@ class NotificationLog:
         with self._lock:
             return len(self.received)
 
-    def since(self, index: int) -> list[dict[str, Any]]:
+    def take_new(self) -> list[dict[str, Any]]:
+        """The notifications received since the last call, so each is shown once and none is
+        skipped (one arriving between a read and a count would be)."""
         with self._lock:
-            return self.received[index:]
+            new = self.received[self._shown :]
+            self._shown = len(self.received)
+            return new
 
     def _append(self, payload: Any) -> None:
         line = json.dumps(payload, separators=(",", ":"), sort_keys=True)
