@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 
 import otel_audio
 from otel_audio.views import audio_views
+from tests.external import MailInbox, RecordingServer, free_port
 from tests.otlp_sink import OtlpSink
 
 
@@ -106,3 +107,23 @@ def start_receiver(tmp_path):
     for receiver in started:
         if receiver.serving:
             receiver.stop(grace_s=1)
+
+
+@pytest.fixture
+def hook() -> Iterator[RecordingServer]:
+    """A real HTTP server on loopback recording every request (webhook, Slack, PagerDuty targets)."""
+    server = RecordingServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[int, MailInbox]]:
+    """A plain SMTP server on loopback (STARTTLS and AUTH are covered by test_notify_channels)."""
+    from aiosmtpd.controller import Controller
+
+    box, port = MailInbox(), free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, box
+    controller.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -12,13 +11,6 @@ from tests.external import RecordingServer
 from tests.receiver_helpers import api, gauge, grpc_export_metrics, metrics_request
 
 S = 10**9
-
-
-@pytest.fixture
-def hook() -> Iterator[RecordingServer]:
-    server = RecordingServer().start()
-    yield server
-    server.stop()
 
 
 SLOW = 'avg(audio.stage.duration{audio.stage="enhancement"}, 1m) > 0.5'

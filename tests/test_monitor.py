@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiosmtpd.controller import Controller
 
 from otel_audio.monitor import ProductionMonitor
 from otel_audio.monitor_backend import ChannelConfigError, MonitorError
-from tests.external import RecordingServer, free_port
+from tests.external import MailInbox, RecordingServer
 
 SEED_METRICS = {
     "latency": 45.2,
@@ -31,47 +30,14 @@ SEED_METRICS = {
 DEFAULT_SLOS = {"availability", "latency", "quality", "throughput"}
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
-        return "250 OK"
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, list[str], bytes]]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.messages) >= count, f"expected {count} mails, got {len(self.messages)}"
-        return self.messages
-
-
 @pytest.fixture
-def hooks() -> Iterator[RecordingServer]:
-    server = RecordingServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[int, _Inbox]]:
-    """A plain SMTP server on loopback (STARTTLS and AUTH are covered by test_notify_channels)."""
-    box, port = _Inbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, box
-    controller.stop()
-
-
-@pytest.fixture
-def channel_env(monkeypatch, hooks, inbox, tmp_path) -> None:
+def channel_env(monkeypatch, hook, inbox, tmp_path) -> None:
     """The environment variables of the seed's three channels, pointing at the local servers."""
     port, _ = inbox
     for name, value in {
-        "OTEL_AUDIO_SLACK_WEBHOOK_URL": hooks.url("/slack"),
+        "OTEL_AUDIO_SLACK_WEBHOOK_URL": hook.url("/slack"),
         "OTEL_AUDIO_PAGERDUTY_ROUTING_KEY": "r" * 32,
-        "OTEL_AUDIO_PAGERDUTY_URL": hooks.url("/pagerduty"),
+        "OTEL_AUDIO_PAGERDUTY_URL": hook.url("/pagerduty"),
         "OTEL_AUDIO_SMTP_HOST": "127.0.0.1",
         "OTEL_AUDIO_SMTP_PORT": str(port),
         "OTEL_AUDIO_SMTP_STARTTLS": "false",
@@ -91,10 +57,10 @@ def monitors() -> Iterator[list[ProductionMonitor]]:
         monitor.close()
 
 
-def _remote_receiver(start_receiver, hooks: RecordingServer, smtp_port: int) -> Any:
+def _remote_receiver(start_receiver, hook: RecordingServer, smtp_port: int) -> Any:
     channels = {
-        "slack": {"type": "slack", "webhook_url": hooks.url("/slack")},
-        "pagerduty": {"type": "pagerduty", "routing_key": "r" * 32, "url": hooks.url("/pagerduty")},
+        "slack": {"type": "slack", "webhook_url": hook.url("/slack")},
+        "pagerduty": {"type": "pagerduty", "routing_key": "r" * 32, "url": hook.url("/pagerduty")},
         "email": {"type": "email", "host": "127.0.0.1", "port": smtp_port, "starttls": False,
                   "from": "otel-audio@example.org", "to": ["oncall@example.org"]},
     }  # fmt: skip
@@ -103,7 +69,7 @@ def _remote_receiver(start_receiver, hooks: RecordingServer, smtp_port: int) -> 
     )
 
 
-def _seed_example(remote: dict[str, str], hooks: RecordingServer, box: _Inbox, made: list) -> None:
+def _seed_example(remote: dict[str, str], hook: RecordingServer, box: MailInbox, made: list) -> None:
     """The seed's "Example Usage", each call as written (``remote`` adds the endpoint keys)."""
     monitor = ProductionMonitor(
         config={
@@ -149,30 +115,30 @@ def _seed_example(remote: dict[str, str], hooks: RecordingServer, box: _Inbox, m
     assert [(a.severity, a.labels["service"], a.value) for a in fired] == [
         ("critical", "audio_enhancement", pytest.approx(45.2))
     ]
-    slack = hooks.wait_for(1, "/slack")
+    slack = hook.wait_for(1, "/slack")
     assert "manual.latency_40" in slack[0].body["text"]
-    pages = hooks.wait_for(1, "/pagerduty")
+    pages = hook.wait_for(1, "/pagerduty")
     assert pages[0].body["event_action"] == "trigger"
     assert b"manual.latency_40" in box.wait_for(1)[0][2]
-    assert not [r for r in hooks.received("/slack") if "high_latency" in r.body["text"]]  # 45.2 < 100
+    assert not [r for r in hook.received("/slack") if "high_latency" in r.body["text"]]  # 45.2 < 100
 
 
-def test_seed_example_runs_as_written_embedded(channel_env, hooks, inbox, monitors):
-    _seed_example({}, hooks, inbox[1], monitors)
+def test_seed_example_runs_as_written_embedded(channel_env, hook, inbox, monitors):
+    _seed_example({}, hook, inbox[1], monitors)
     assert monitors[0].mode == "embedded"
 
 
-def test_seed_example_runs_as_written_against_a_remote_receiver(start_receiver, hooks, inbox, monitors):
-    receiver = _remote_receiver(start_receiver, hooks, inbox[0])
+def test_seed_example_runs_as_written_against_a_remote_receiver(start_receiver, hook, inbox, monitors):
+    receiver = _remote_receiver(start_receiver, hook, inbox[0])
     remote = {
         "endpoint": f"http://127.0.0.1:{receiver.http_port}",
         "api": f"http://127.0.0.1:{receiver.api_port}",
     }
-    _seed_example(remote, hooks, inbox[1], monitors)
+    _seed_example(remote, hook, inbox[1], monitors)
     assert monitors[0].mode == "remote"
 
 
-def test_high_latency_rule_pages_slack_when_a_collected_latency_breaches(channel_env, hooks, monitors):
+def test_high_latency_rule_pages_slack_when_a_collected_latency_breaches(channel_env, hook, monitors):
     monitor = ProductionMonitor(config={"alert_channels": ["slack"]})
     monitors.append(monitor)
     monitor.add_alert_rule(
@@ -180,7 +146,7 @@ def test_high_latency_rule_pages_slack_when_a_collected_latency_breaches(channel
     )
     monitor.collect_metrics("audio_enhancement", {"latency": 45.2})
     monitor.collect_metrics("audio_enhancement", {"latency": 180.0})
-    body = hooks.wait_for(1, "/slack")[0].body
+    body = hook.wait_for(1, "/slack")[0].body
     assert body["text"] == "[FIRING:1] high_latency audio_enhancement"
     firing = monitor.active_alerts()
     assert [(a["labels"]["alertname"], a["value"]) for a in firing] == [("high_latency", 180.0)]
@@ -208,15 +174,15 @@ def test_a_channel_without_its_setting_fails_at_construction_naming_it(channel_e
     assert "'slack'" in message and "'webhook_url'" in message and "OTEL_AUDIO_SLACK_WEBHOOK_URL" in message
 
 
-def test_channel_settings_from_config_win_over_the_environment(channel_env, hooks, monitors, tmp_path):
+def test_channel_settings_from_config_win_over_the_environment(channel_env, hook, monitors, tmp_path):
     config = {"alert_channels": ["ops"], "data_dir": str(tmp_path / "own"),
-              "channels": {"ops": {"type": "webhook", "url": hooks.url("/ops")}}}  # fmt: skip
+              "channels": {"ops": {"type": "webhook", "url": hook.url("/ops")}}}  # fmt: skip
     monitor = ProductionMonitor(config=config)
     monitors.append(monitor)
     assert monitor.data_dir == tmp_path / "own"
     monitor.collect_metrics("svc", {"queue": 7})
     assert monitor.trigger_alert("queue >= 7", "info")[0].value == 7
-    assert hooks.wait_for(1, "/ops")[0].body["version"] == "4"
+    assert hook.wait_for(1, "/ops")[0].body["version"] == "4"
 
 
 @pytest.fixture(params=["embedded", "remote"])
@@ -322,7 +288,7 @@ def test_building_blocks_are_the_engine_modules():
     assert rules and all(r.condition for r in rules)
 
 
-def test_the_docs_example_runs_as_an_unguarded_script(channel_env, hooks, inbox):
+def test_the_docs_example_runs_as_an_unguarded_script(channel_env, hook, inbox):
     """docs/production-monitor.md's first block, top-level code in a fresh interpreter (no
     ``if __name__ == "__main__"``: the embedded store must not spawn a process re-running it)."""
     import os
@@ -341,7 +307,7 @@ def test_the_docs_example_runs_as_an_unguarded_script(channel_env, hooks, inbox)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[:3] == ["healthy 1 1", "[45.2]", "None"]
     assert "manual.latency_40" in done.stdout
-    assert "manual.latency_40" in hooks.wait_for(1, "/slack")[0].body["text"]
+    assert "manual.latency_40" in hook.wait_for(1, "/slack")[0].body["text"]
 
 
 def _counter_request(service: str, totals: dict[str, float]) -> Any:

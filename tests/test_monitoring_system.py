@@ -20,36 +20,16 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import requests
-from aiosmtpd.controller import Controller
 
 from otel_audio.monitor import ProductionMonitor
 from tests import monitoring_data as md
-from tests.external import RecordingServer, free_port
 from tests.receiver_helpers import grpc_export_metrics
-from tests.test_monitor import _Inbox
 
 T = TypeVar("T")
 SECOND = md.SECOND
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def hook() -> Iterator[RecordingServer]:
-    server = RecordingServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[int, _Inbox]]:
-    """A plain SMTP server on loopback."""
-    box, port = _Inbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, box
-    controller.stop()
 
 
 @pytest.fixture
