@@ -133,11 +133,21 @@ def test_annotations_are_filled_per_alert():
         "{{ $labels.service | js }}",
         '{{ printf "%s" $labels }}',
         "{{ x",
+        "{{ index $labels error.type }}",
+        "{{ $labels.error. }}",
     ],
 )
 def test_templates_using_anything_else_are_refused(template):
     with pytest.raises(ValueError, match="template"):
         check_template(template)
+
+
+def test_dotted_attribute_names_are_read_by_path_or_by_index():
+    labels = {"error.type": "ValueError", "audio.stage": "enhancement"}
+    for template in ("{{ $labels.error.type }} in {{ $labels.audio.stage }}",
+                     '{{ index $labels "error.type" }} in {{index $labels "audio.stage"}}'):  # fmt: skip
+        check_template(template)
+        assert render(template, labels, 1.0) == "ValueError in enhancement"
 
 
 def test_humanize_and_render_edge_cases():

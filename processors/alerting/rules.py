@@ -6,7 +6,8 @@ effect: the condition parses (:mod:`otel_audio.processors.alerting.grammar`), du
 templates use only what they may.
 
 Annotations are templates in the Prometheus style, filled per alert instance: ``{{ $value }}``,
-``{{ $labels.service }}``, ``{{ humanize $value }}`` (SI prefixes: 1.2k, 3.4M) and
+``{{ $labels.service }}`` (dotted names too: ``{{ $labels.error.type }}``, or
+``{{ index $labels "error.type" }}``), ``{{ humanize $value }}`` (SI prefixes: 1.2k, 3.4M) and
 ``{{ printf "%.2f" $value }}``. Nothing else is expanded, and a template using anything else is
 refused when the rule is created, so a template is never executed as code.
 
@@ -44,7 +45,10 @@ _EXPRESSIONS = (
     (re.compile(r"\s*\$value\s*"), "value"),
     (re.compile(r"\s*humanize\s+\$value\s*"), "humanize"),
     (re.compile(r'\s*printf\s+"(%[-+ #0]?\d*(?:\.\d+)?[dfeEgG%])"\s+\$value\s*'), "printf"),
-    (re.compile(r"\s*\$labels\.([A-Za-z_][A-Za-z0-9_]*)\s*"), "label"),
+    # OpenTelemetry attribute names have dots (error.type): $labels.error.type reads one, and Go's
+    # index form, which Prometheus users write for names a dot path cannot spell, works too.
+    (re.compile(r"\s*\$labels\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\s*"), "label"),
+    (re.compile(r'\s*index\s+\$labels\s+"([^"\\{}]{1,100})"\s*'), "label"),
 )
 MAX_TEMPLATE_CHARS = 4096
 
@@ -147,7 +151,8 @@ def check_template(template: str) -> None:
         if _expression(match.group(1)) is None:
             raise ValueError(
                 f"unsupported template expression {{{{{match.group(1)}}}}}; use {{{{ $value }}}}, "
-                '{{ humanize $value }}, {{ printf "%.2f" $value }} or {{ $labels.NAME }}'
+                '{{ humanize $value }}, {{ printf "%.2f" $value }}, {{ $labels.NAME }} '
+                'or {{ index $labels "NAME" }}'
             )
 
 
