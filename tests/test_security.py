@@ -205,6 +205,25 @@ def test_otlp_http_export_needs_an_ingest_or_admin_token(secured):
     assert health.status_code == 200  # public by default
 
 
+def test_otlp_http_judges_the_token_before_the_backlog(secured, monkeypatch):
+    """With no room for another export, a sender without a valid token still hears 401 or 403
+    (not "retry later"), and only a sender that may export gets the 429."""
+    from otel_audio.receiver import http_server
+
+    monkeypatch.setattr(http_server, "MAX_BACKLOG", 0)  # every export finds the backlog full
+    body = metrics_request("s", [gauge("g", [(time.time_ns(), 1.0, {})])]).SerializeToString()
+    seen = {
+        kind: requests.post(
+            f"http://127.0.0.1:{secured.http_port}/v1/metrics",
+            data=body,
+            headers={"Content-Type": "application/x-protobuf", **_headers(kind)},
+            timeout=10,
+        ).status_code
+        for kind in KINDS
+    }
+    assert seen == {"none": 401, "wrong": 401, "read": 403, "ingest": 429, "admin": 429}
+
+
 def test_grpc_export_needs_an_ingest_or_admin_token(secured):
     calls = {
         "traces": lambda ch, md: trace_service_pb2_grpc.TraceServiceStub(ch).Export(

@@ -84,14 +84,18 @@ _UNAUTHENTICATED = "missing or invalid bearer token"
 _FORBIDDEN = "this token's scope does not allow sending telemetry; use an ingest or admin token"
 
 
-def _bounded(export: Any, ingestor: Ingestor) -> Any:
-    """``export`` behind a count of requests in progress: past ``MAX_BACKLOG`` the reply is 429
-    with Retry-After before the body is read (uvicorn discards it and keeps the connection), so
-    waiting requests never pile up in memory."""
+def _bounded(export: Any, ingestor: Ingestor, denied: Any) -> Any:
+    """``export`` behind the token check and a count of requests in progress: past
+    ``MAX_BACKLOG`` the reply is 429 with Retry-After before the body is read (uvicorn discards
+    it and keeps the connection), so waiting requests never pile up in memory. The token is
+    judged first, so a sender without one learns that (401), not to retry later."""
     backlog = 0  # one event loop runs every request: no lock needed
 
     async def bounded(request: Request) -> Response:
         nonlocal backlog
+        refusal = denied(request)
+        if refusal is not None:
+            return refusal
         if backlog >= MAX_BACKLOG:
             ingestor.refuse(_PATHS[request.url.path], "http", "overloaded")
             as_json = request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON
@@ -113,19 +117,25 @@ def build_otlp_http_app(
     """The Starlette application serving OTLP/HTTP: export needs an ingest (or admin) token,
     ``/healthz`` any valid token unless ``public_health``."""
 
-    async def export(request: Request) -> Response:
-        signal = _PATHS[request.url.path]
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        as_json = content_type == JSON
+    def denied(request: Request) -> Response | None:
+        """401 without a valid token, 403 for a token without the ingest scope, else None."""
         decision = auth.decide(request.headers.get("authorization"), Scope.INGEST)
+        if decision is Decision.ALLOWED:
+            return None
+        signal = _PATHS[request.url.path]
+        as_json = request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON
         if decision is Decision.UNAUTHENTICATED:
             ingestor.refuse(signal, "http", "unauthenticated")
             return _status_response(
                 code_pb2.UNAUTHENTICATED, 401, _UNAUTHENTICATED, as_json, {"WWW-Authenticate": "Bearer"}
             )
-        if decision is Decision.FORBIDDEN:
-            ingestor.refuse(signal, "http", "forbidden")
-            return _status_response(code_pb2.PERMISSION_DENIED, 403, _FORBIDDEN, as_json)
+        ingestor.refuse(signal, "http", "forbidden")
+        return _status_response(code_pb2.PERMISSION_DENIED, 403, _FORBIDDEN, as_json)
+
+    async def export(request: Request) -> Response:
+        signal = _PATHS[request.url.path]
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        as_json = content_type == JSON
         if content_type not in (PROTOBUF, JSON):
             ingestor.refuse(signal, "http", "invalid")
             return _status_response(
@@ -169,6 +179,6 @@ def build_otlp_http_app(
             return JSONResponse({"error": _UNAUTHENTICATED}, 401, headers={"WWW-Authenticate": "Bearer"})
         return JSONResponse({"status": "ok"})
 
-    routes = [Route(path, _bounded(export, ingestor), methods=["POST"]) for path in _PATHS]
+    routes = [Route(path, _bounded(export, ingestor, denied), methods=["POST"]) for path in _PATHS]
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     return Starlette(routes=routes)
